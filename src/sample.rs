@@ -1,0 +1,145 @@
+//! Generation: priming the model with a prompt, then sampling one character at a time.
+
+use candle_core::{IndexOp, Result as CandleResult, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::eval::CHUNK;
+use crate::model::{ids_tensor, CharGru, State};
+
+/// How the next character is drawn from the model's logits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingConfig {
+    /// Softmax temperature; 0 picks the most likely character (greedy).
+    pub temperature: f64,
+    /// Draw only among the k most likely characters.
+    pub top_k: Option<usize>,
+    /// Draw only among the most likely characters whose probabilities sum to at least p.
+    pub top_p: Option<f64>,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+        }
+    }
+}
+
+/// Draws token ids from logits with temperature, top-k and top-p, reproducibly from a seed.
+///
+/// ```
+/// use chargru::{Sampler, SamplingConfig};
+///
+/// let greedy = SamplingConfig { temperature: 0.0, ..SamplingConfig::default() };
+/// let mut sampler = Sampler::new(greedy, 42);
+/// assert_eq!(sampler.sample(&[0.1, 2.0, -1.0]), 1);
+/// ```
+pub struct Sampler {
+    config: SamplingConfig,
+    rng: StdRng,
+}
+
+impl Sampler {
+    /// A sampler drawing with `config` from a generator seeded with `seed`.
+    pub fn new(config: SamplingConfig, seed: u64) -> Self {
+        Self {
+            config,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// The index of the chosen token.
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        let argmax = || {
+            logits
+                .iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |best, (i, &l)| if l > best.1 { (i, l) } else { best })
+                .0 as u32
+        };
+        if self.config.temperature == 0.0 {
+            return argmax();
+        }
+        let candidates = self.distribution(logits);
+        let total: f64 = candidates.iter().map(|&(_, p)| p).sum();
+        let mut u = self.rng.random::<f64>() * total;
+        for &(id, p) in &candidates {
+            if u < p {
+                return id;
+            }
+            u -= p;
+        }
+        // Rounding can leave u a hair above the last weight.
+        candidates.last().map_or_else(argmax, |&(id, _)| id)
+    }
+
+    /// The allowed tokens with unnormalised probabilities, most likely first.
+    fn distribution(&self, logits: &[f32]) -> Vec<(u32, f64)> {
+        let scaled: Vec<f64> = logits.iter().map(|&l| l as f64 / self.config.temperature).collect();
+        let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let mut probs: Vec<(u32, f64)> = scaled
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| (i as u32, (s - max).exp()))
+            .collect();
+        probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if let Some(k) = self.config.top_k {
+            probs.truncate(k.max(1));
+        }
+        if let Some(p) = self.config.top_p {
+            let total: f64 = probs.iter().map(|&(_, q)| q).sum();
+            let mut cumulative = 0.0;
+            let keep = probs
+                .iter()
+                .position(|&(_, q)| {
+                    cumulative += q / total;
+                    cumulative >= p
+                })
+                .map_or(probs.len(), |i| i + 1);
+            probs.truncate(keep);
+        }
+        probs
+    }
+}
+
+/// The logits `[1, V]` after reading `ids` from the zero state, and the state then.
+///
+/// The prompt goes through the GRU as whole sequences (chunks of [`CHUNK`]), so a long
+/// prompt costs a few large matrix products rather than one small step per character.
+/// An empty prompt gives the model's prediction from the zero state.
+pub fn prime(model: &CharGru, ids: &[u32]) -> CandleResult<(Tensor, State)> {
+    let mut state = model.zero_state(1)?;
+    let mut logits = model.logits(&state)?; // [1, V]
+    for chunk in ids.chunks(CHUNK) {
+        let (chunk_logits, next) = model.forward(&ids_tensor(&[chunk], model.device())?, Some(&state), None)?; // [1, C, V]
+        logits = chunk_logits.i((.., chunk.len() - 1))?; // [1, V]
+        state = next;
+    }
+    Ok((logits, state))
+}
+
+/// Generates `length` token ids after `prompt`, handing each to `emit` as soon as it is
+/// drawn; `emit` returns `false` to stop early. Each new character costs one GRU step.
+pub fn generate(
+    model: &CharGru,
+    prompt: &[u32],
+    length: usize,
+    sampler: &mut Sampler,
+    mut emit: impl FnMut(u32) -> bool,
+) -> CandleResult<usize> {
+    let (mut logits, mut state) = prime(model, prompt)?;
+    for produced in 0..length {
+        let id = sampler.sample(&logits.flatten_all()?.to_vec1::<f32>()?);
+        if !emit(id) {
+            return Ok(produced + 1);
+        }
+        if produced + 1 < length {
+            let input = Tensor::new(&[id], model.device())?; // [1]
+            (logits, state) = model.step(&input, &state)?;
+        }
+    }
+    Ok(length)
+}
