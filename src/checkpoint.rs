@@ -83,8 +83,9 @@ impl Checkpoint {
             })?;
             tensors.push((name, tensor.to_device(&Device::Cpu)?.to_dtype(DType::F32)?));
         }
-        let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
-            .map_err(|e| Error::Input(format!("cannot encode {}: {e}", path.display())))?;
+        let bytes =
+            safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
+                .map_err(|e| Error::Input(format!("cannot encode {}: {e}", path.display())))?;
         write_atomically(path, &bytes)
     }
 
@@ -112,7 +113,10 @@ impl Checkpoint {
         let metadata = header.metadata().as_ref().unwrap_or(&empty);
         let field = |key: &str| {
             metadata.get(key).ok_or_else(|| {
-                Error::checkpoint(path, format!("its metadata has no {key} entry, so it was not written by chargru"))
+                Error::checkpoint(
+                    path,
+                    format!("its metadata has no {key} entry, so it was not written by chargru"),
+                )
             })
         };
         let format = field(KEY_FORMAT)?;
@@ -165,13 +169,20 @@ fn check_config(path: &Path, config: &ModelConfig) -> Result<()> {
     if !(0.0..1.0).contains(&config.dropout) {
         return Err(Error::checkpoint(
             path,
-            format!("{KEY_CONFIG} has dropout {}, outside [0, 1)", config.dropout),
+            format!(
+                "{KEY_CONFIG} has dropout {}, outside [0, 1)",
+                config.dropout
+            ),
         ));
     }
     Ok(())
 }
 
-fn read_tensors(path: &Path, file: &SafeTensors, config: &ModelConfig) -> Result<HashMap<String, Tensor>> {
+fn read_tensors(
+    path: &Path,
+    file: &SafeTensors,
+    config: &ModelConfig,
+) -> Result<HashMap<String, Tensor>> {
     let expected = config.tensor_shapes();
     if let Some(extra) = file
         .names()
@@ -191,7 +202,10 @@ fn read_tensors(path: &Path, file: &SafeTensors, config: &ModelConfig) -> Result
         if view.shape() != shape.as_slice() {
             return Err(Error::checkpoint(
                 path,
-                format!("the tensor {name} has shape {:?} but the configuration needs {shape:?}", view.shape()),
+                format!(
+                    "the tensor {name} has shape {:?} but the configuration needs {shape:?}",
+                    view.shape()
+                ),
             ));
         }
         let dtype = match view.dtype() {
@@ -201,11 +215,14 @@ fn read_tensors(path: &Path, file: &SafeTensors, config: &ModelConfig) -> Result
             other => {
                 return Err(Error::checkpoint(
                     path,
-                    format!("the tensor {name} has dtype {other:?}; chargru reads F32, F16 or BF16"),
+                    format!(
+                        "the tensor {name} has dtype {other:?}; chargru reads F32, F16 or BF16"
+                    ),
                 ))
             }
         };
-        let tensor = Tensor::from_raw_buffer(view.data(), dtype, &shape, &Device::Cpu)?.to_dtype(DType::F32)?;
+        let tensor = Tensor::from_raw_buffer(view.data(), dtype, &shape, &Device::Cpu)?
+            .to_dtype(DType::F32)?;
         let values = tensor.flatten_all()?.to_vec1::<f32>()?;
         if values.iter().any(|v| !v.is_finite()) {
             return Err(Error::checkpoint(
@@ -233,7 +250,9 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let file_name = path.file_name().map_or_else(|| "file".into(), |n| n.to_string_lossy());
+    let file_name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy());
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut file = fs::File::create(&tmp)?;

@@ -20,13 +20,14 @@ pub const MAX_GENERATE_LENGTH: usize = 10_000_000;
 
 /// chargru: train a character-level GRU language model on a text and generate text with it.
 #[derive(Parser, Debug)]
-#[command(name = "chargru", version, about, long_about = None)]
+#[command(name = "chargru", version, about, long_about = None, allow_negative_numbers = true)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
+#[command(args_conflicts_with_subcommands = false)]
 enum Command {
     /// Train a model on a corpus and write checkpoints (runs on corpus/tinyshakespeare.txt with no arguments).
     Train(TrainArgs),
@@ -182,7 +183,9 @@ fn run_train(args: TrainArgs) -> Result<()> {
         ..TrainConfig::default()
     };
     let device = select(args.device)?;
-    let summary = train(&config, &device, |progress| print_progress(&config, progress))?;
+    let summary = train(&config, &device, |progress| {
+        print_progress(&config, progress)
+    })?;
     println!(
         "done: best validation loss {:.4} in {}; latest in {}",
         summary.best_val_loss,
@@ -239,9 +242,10 @@ fn print_progress(config: &TrainConfig, progress: &Progress) {
 fn run_generate(args: GenerateArgs) -> Result<()> {
     let device = select(args.device)?;
     let checkpoint = Checkpoint::load(&args.checkpoint)?;
-    let prompt = checkpoint.tokenizer.encode(&args.prompt).map_err(|e| {
-        Error::Input(format!("--prompt: {e}"))
-    })?;
+    let prompt = checkpoint
+        .tokenizer
+        .encode(&args.prompt)
+        .map_err(|e| Error::Input(format!("--prompt: {e}")))?;
     let model = checkpoint.model(&device)?;
     let seed = args.seed.unwrap_or_else(rand::random);
     let mut sampler = Sampler::new(
@@ -263,7 +267,10 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
     let started = Instant::now();
     let mut write_error = None;
     let produced = generate(&model, &prompt, args.length, &mut sampler, |id| {
-        let c = checkpoint.tokenizer.char(id).unwrap_or(char::REPLACEMENT_CHARACTER);
+        let c = checkpoint
+            .tokenizer
+            .char(id)
+            .unwrap_or(char::REPLACEMENT_CHARACTER);
         match write(c.encode_utf8(&mut [0; 4])) {
             Ok(()) => true,
             Err(e) => {
@@ -407,7 +414,9 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
             .ok_or_else(bad)?;
     }
     if seconds == 0 {
-        return Err(format!("{text:?} is no time at all; give a positive duration such as 30m"));
+        return Err(format!(
+            "{text:?} is no time at all; give a positive duration such as 30m"
+        ));
     }
     Ok(Duration::from_secs(seconds))
 }
@@ -458,7 +467,9 @@ fn top_p(text: &str) -> std::result::Result<f64, String> {
 fn generate_length(text: &str) -> std::result::Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if n <= MAX_GENERATE_LENGTH => Ok(n),
-        Ok(n) => Err(format!("{n} is more than the limit of {MAX_GENERATE_LENGTH} characters")),
+        Ok(n) => Err(format!(
+            "{n} is more than the limit of {MAX_GENERATE_LENGTH} characters"
+        )),
         Err(_) => Err(format!("{text:?} is not a whole number of characters")),
     }
 }

@@ -71,7 +71,11 @@ pub fn streams_loss(model: &CharGru, ids: &[u32], streams: usize) -> Result<Loss
         let log_p = candle_nn::ops::log_softmax(&logits, D::Minus1)?
             .gather(&targets, D::Minus1)?
             .squeeze(D::Minus1)?; // [S, C]
-        let nll = (log_p * mask)?.sum_all()?.neg()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let nll = (log_p * mask)?
+            .sum_all()?
+            .neg()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
         total.nll += nll;
         state = next.iter().map(|h| h.detach()).collect();
     }

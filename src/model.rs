@@ -64,10 +64,15 @@ pub struct CharGru {
 impl CharGru {
     /// Builds the model from `vb`, whose tensors are named as in SPEC's checkpoint table.
     pub fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
-        let embedding = candle_nn::embedding(config.vocab_size, config.embed_dim, vb.pp("embedding"))?;
+        let embedding =
+            candle_nn::embedding(config.vocab_size, config.embed_dim, vb.pp("embedding"))?;
         let layers = (0..config.num_layers)
             .map(|l| {
-                let input = if l == 0 { config.embed_dim } else { config.hidden_size };
+                let input = if l == 0 {
+                    config.embed_dim
+                } else {
+                    config.hidden_size
+                };
                 Gru::new(input, config.hidden_size, vb.pp("gru").pp(l))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -97,7 +102,10 @@ impl CharGru {
 
     /// The all-zero state for `batch` sequences.
     pub fn zero_state(&self, batch: usize) -> Result<State> {
-        self.layers.iter().map(|gru| gru.zero_state(batch)).collect()
+        self.layers
+            .iter()
+            .map(|gru| gru.zero_state(batch))
+            .collect()
     }
 
     /// Logits `[N, T, V]` for token ids `[N, T]` (u32), and the final state.
@@ -172,7 +180,13 @@ impl Dropout {
         let keep = 1.0 - self.p;
         let scale = (1.0 / keep) as f32;
         let mask: Vec<f32> = (0..xs.elem_count())
-            .map(|_| if self.rng.random_bool(keep) { scale } else { 0.0 })
+            .map(|_| {
+                if self.rng.random_bool(keep) {
+                    scale
+                } else {
+                    0.0
+                }
+            })
             .collect();
         let mask = Tensor::from_vec(mask, xs.shape(), &Device::Cpu)?
             .to_dtype(xs.dtype())?

@@ -91,7 +91,11 @@ pub fn grad_norm(grads: &GradStore, params: &[(String, Var)]) -> Result<f64> {
     let mut sum = 0.0f64;
     for (_, var) in params {
         if let Some(grad) = grads.get(var) {
-            sum += grad.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            sum += grad
+                .sqr()?
+                .sum_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
         }
     }
     Ok(sum.sqrt())

@@ -57,7 +57,13 @@ impl Sampler {
             logits
                 .iter()
                 .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &l)| if l > best.1 { (i, l) } else { best })
+                .fold((0, f32::NEG_INFINITY), |best, (i, &l)| {
+                    if l > best.1 {
+                        (i, l)
+                    } else {
+                        best
+                    }
+                })
                 .0 as u32
         };
         if self.config.temperature == 0.0 {
@@ -78,7 +84,10 @@ impl Sampler {
 
     /// The allowed tokens with unnormalised probabilities, most likely first.
     fn distribution(&self, logits: &[f32]) -> Vec<(u32, f64)> {
-        let scaled: Vec<f64> = logits.iter().map(|&l| l as f64 / self.config.temperature).collect();
+        let scaled: Vec<f64> = logits
+            .iter()
+            .map(|&l| l as f64 / self.config.temperature)
+            .collect();
         let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let mut probs: Vec<(u32, f64)> = scaled
             .iter()
@@ -114,7 +123,8 @@ pub fn prime(model: &CharGru, ids: &[u32]) -> CandleResult<(Tensor, State)> {
     let mut state = model.zero_state(1)?;
     let mut logits = model.logits(&state)?; // [1, V]
     for chunk in ids.chunks(CHUNK) {
-        let (chunk_logits, next) = model.forward(&ids_tensor(&[chunk], model.device())?, Some(&state), None)?; // [1, C, V]
+        let (chunk_logits, next) =
+            model.forward(&ids_tensor(&[chunk], model.device())?, Some(&state), None)?; // [1, C, V]
         logits = chunk_logits.i((.., chunk.len() - 1))?; // [1, V]
         state = next;
     }

@@ -57,8 +57,9 @@ impl CharTokenizer {
     /// every token is one character, ids are `0..V`, and encoding then decoding the
     /// whole vocabulary gives it back unchanged.
     pub fn from_json(json: &str) -> Result<Self> {
-        let inner = Tokenizer::from_str(json)
-            .map_err(|e| Error::Input(format!("the tokenizer is not valid tokenizers JSON ({e})")))?;
+        let inner = Tokenizer::from_str(json).map_err(|e| {
+            Error::Input(format!("the tokenizer is not valid tokenizers JSON ({e})"))
+        })?;
         let mut chars = vec![None; inner.get_vocab_size(true)];
         for (token, id) in inner.get_vocab(true) {
             let mut it = token.chars();
@@ -67,7 +68,10 @@ impl CharTokenizer {
             };
             match chars.get_mut(id as usize) {
                 Some(slot @ None) => *slot = Some(c),
-                _ => input_error!("the tokenizer's ids are not 0..{} without gaps", chars.len()),
+                _ => input_error!(
+                    "the tokenizer's ids are not 0..{} without gaps",
+                    chars.len()
+                ),
             }
         }
         let chars: Option<Vec<char>> = chars.into_iter().collect();

@@ -139,7 +139,11 @@ pub struct TrainSummary {
 }
 
 /// Trains a model as `config` says on `device`, reporting through `report`.
-pub fn train(config: &TrainConfig, device: &Device, mut report: impl FnMut(&Progress)) -> Result<TrainSummary> {
+pub fn train(
+    config: &TrainConfig,
+    device: &Device,
+    mut report: impl FnMut(&Progress),
+) -> Result<TrainSummary> {
     check_config(config)?;
     let corpus = Corpus::load(&config.corpus)?;
     check_corpus_fits(config, &corpus)?;
@@ -199,7 +203,9 @@ pub fn train(config: &TrainConfig, device: &Device, mut report: impl FnMut(&Prog
         window.add(loss);
         since_eval.add(loss);
 
-        let out_of_time = config.time.is_some_and(|budget| started.elapsed() >= budget);
+        let out_of_time = config
+            .time
+            .is_some_and(|budget| started.elapsed() >= budget);
         let last = step == config.steps || out_of_time;
         if step % config.log_every == 0 || last {
             report(&Progress::Step {
@@ -207,7 +213,8 @@ pub fn train(config: &TrainConfig, device: &Device, mut report: impl FnMut(&Prog
                 steps: config.steps,
                 train_loss: window.mean(),
                 grad_norm: norm,
-                tokens_per_second: (window.count * n * t) as f64 / window.started.elapsed().as_secs_f64(),
+                tokens_per_second: (window.count * n * t) as f64
+                    / window.started.elapsed().as_secs_f64(),
             });
             window = LossWindow::default();
         }
@@ -314,10 +321,16 @@ fn check_config(config: &TrainConfig) -> Result<()> {
         input_error!("--dropout must be in [0, 1), got {}", config.dropout);
     }
     if !(config.weight_decay.is_finite() && config.weight_decay >= 0.0) {
-        input_error!("--weight-decay must be 0 or more, got {}", config.weight_decay);
+        input_error!(
+            "--weight-decay must be 0 or more, got {}",
+            config.weight_decay
+        );
     }
     if !(config.grad_clip.is_finite() && config.grad_clip > 0.0) {
-        input_error!("--grad-clip must be a positive number, got {}", config.grad_clip);
+        input_error!(
+            "--grad-clip must be a positive number, got {}",
+            config.grad_clip
+        );
     }
     Ok(())
 }
