@@ -2,6 +2,7 @@
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
@@ -20,14 +21,13 @@ pub const MAX_GENERATE_LENGTH: usize = 10_000_000;
 
 /// chargru: train a character-level GRU language model on a text and generate text with it.
 #[derive(Parser, Debug)]
-#[command(name = "chargru", version, about, long_about = None, allow_negative_numbers = true)]
+#[command(name = "chargru", version, about, long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-#[command(args_conflicts_with_subcommands = false)]
 enum Command {
     /// Train a model on a corpus and write checkpoints (runs on corpus/tinyshakespeare.txt with no arguments).
     Train(TrainArgs),
@@ -72,16 +72,16 @@ struct TrainArgs {
     #[arg(long, default_value_t = TrainConfig::default().batch)]
     batch: usize,
     /// AdamW learning rate.
-    #[arg(long, default_value_t = TrainConfig::default().lr, value_parser = positive)]
+    #[arg(long, default_value_t = TrainConfig::default().lr, value_parser = positive, allow_negative_numbers = true)]
     lr: f64,
     /// AdamW decoupled weight decay.
-    #[arg(long, default_value_t = TrainConfig::default().weight_decay, value_parser = non_negative)]
+    #[arg(long, default_value_t = TrainConfig::default().weight_decay, value_parser = non_negative, allow_negative_numbers = true)]
     weight_decay: f64,
     /// Dropout probability between layers and before the head, in [0, 1).
-    #[arg(long, default_value_t = TrainConfig::default().dropout, value_parser = probability)]
+    #[arg(long, default_value_t = TrainConfig::default().dropout, value_parser = probability, allow_negative_numbers = true)]
     dropout: f64,
     /// Scale gradients down to this global L2 norm when they exceed it.
-    #[arg(long, default_value_t = TrainConfig::default().grad_clip, value_parser = positive)]
+    #[arg(long, default_value_t = TrainConfig::default().grad_clip, value_parser = positive, allow_negative_numbers = true)]
     grad_clip: f64,
     /// Measure the validation loss and write checkpoints every N steps.
     #[arg(long, default_value_t = TrainConfig::default().eval_every)]
@@ -109,13 +109,13 @@ struct GenerateArgs {
     #[arg(long, default_value_t = 500, value_parser = generate_length)]
     length: usize,
     /// Softmax temperature: lower is safer, higher is wilder; 0 always picks the likeliest character.
-    #[arg(long, default_value_t = 0.8, value_parser = non_negative)]
+    #[arg(long, default_value_t = 0.8, value_parser = non_negative, allow_negative_numbers = true)]
     temperature: f64,
     /// Sample only among the K likeliest characters.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     top_k: Option<u32>,
     /// Sample only among the likeliest characters whose probabilities add up to P, in (0, 1].
-    #[arg(long, value_parser = top_p)]
+    #[arg(long, value_parser = top_p, allow_negative_numbers = true)]
     top_p: Option<f64>,
     /// Seed of the sampler: equal seeds and arguments give equal text (random when absent).
     #[arg(long)]
@@ -151,9 +151,37 @@ struct InfoArgs {
     json: bool,
 }
 
-/// Parses the process arguments and runs the command.
-pub fn run() -> Result<()> {
-    match Cli::parse().command {
+/// Parses the process arguments, runs the command and reports any error as one line on stderr.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help and --version
+        Err(e) => {
+            eprintln!("{}", one_line(&e.to_string()));
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// clap's message without its usage block: the error line and any tip, joined.
+fn one_line(message: &str) -> String {
+    let kept: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("error:") || line.starts_with("tip:"))
+        .collect();
+    format!("{}; see --help", kept.join("; "))
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
         Command::Train(args) => run_train(args),
         Command::Generate(args) => run_generate(args),
         Command::Eval(args) => run_eval(args),

@@ -1,13 +1,5 @@
-//! The `chargru` binary: parse the command line, run it, report errors in one sentence.
+//! The `chargru` binary.
 
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    match chargru::cli::run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> std::process::ExitCode {
+    chargru::cli::main()
 }
