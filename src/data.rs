@@ -1,7 +1,7 @@
 //! Reading a corpus: UTF-8 validation, its vocabulary, the train/validation split and batches.
 
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 use rand::rngs::StdRng;
@@ -13,31 +13,115 @@ use crate::{input_error, Error, Result};
 
 /// The contents of a UTF-8 text file; `what` names the file's role in error messages ("corpus").
 pub fn read_text(path: &Path, what: &str) -> Result<String> {
-    let bytes = read_bytes(path, what)?;
-    String::from_utf8(bytes).map_err(|e| {
-        let offset = e.utf8_error().valid_up_to();
-        let byte = e.as_bytes()[offset];
-        Error::Input(format!(
-            "{what} {} is not valid UTF-8: byte 0x{byte:02X} at byte offset {offset} does not start a valid character; convert the file to UTF-8 (for example with iconv)",
-            path.display()
-        ))
-    })
+    let mut reader = TextReader::open(path, what)?;
+    let mut text = String::new();
+    while let Some(piece) = reader.next_piece()? {
+        text.push_str(&piece);
+    }
+    Ok(text)
 }
 
-fn read_bytes(path: &Path, what: &str) -> Result<Vec<u8>> {
-    if path.is_dir() {
-        input_error!(
-            "{what} {} is a directory; pass the path of a UTF-8 text file",
-            path.display()
-        );
+/// Reads a UTF-8 text file in pieces of about 1 MiB, checking the encoding as it goes, so
+/// files far larger than memory can be processed.
+pub struct TextReader {
+    file: fs::File,
+    path: PathBuf,
+    what: String,
+    /// Bytes read but not yet returned: at most an incomplete character at a block's end.
+    pending: Vec<u8>,
+    /// File offset of `pending[0]`.
+    offset: u64,
+}
+
+impl TextReader {
+    const BLOCK: usize = 1 << 20;
+
+    /// Opens `path`; `what` names its role in error messages ("corpus", "text file").
+    pub fn open(path: &Path, what: &str) -> Result<Self> {
+        if path.is_dir() {
+            input_error!(
+                "{what} {} is a directory; pass the path of a UTF-8 text file",
+                path.display()
+            );
+        }
+        let file = fs::File::open(path).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => Error::Input(format!(
+                "{what} {} does not exist; pass the path of a UTF-8 text file",
+                path.display()
+            )),
+            _ => Error::io("read", path, e),
+        })?;
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            what: what.to_string(),
+            pending: Vec::new(),
+            offset: 0,
+        })
     }
-    fs::read(path).map_err(|e| match e.kind() {
-        ErrorKind::NotFound => Error::Input(format!(
-            "{what} {} does not exist; pass the path of a UTF-8 text file",
-            path.display()
-        )),
-        _ => Error::io("read", path, e),
-    })
+
+    /// The next piece of text, or `None` at the end of the file.
+    pub fn next_piece(&mut self) -> Result<Option<String>> {
+        let kept = self.pending.len();
+        self.pending.resize(kept + Self::BLOCK, 0);
+        let read = read_full(&mut self.file, &mut self.pending[kept..])
+            .map_err(|e| Error::io("read", &self.path, e))?;
+        self.pending.truncate(kept + read);
+        let at_end = read == 0;
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let valid = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            // A character cut by the block boundary: keep its first bytes for the next piece.
+            Err(e) if e.error_len().is_none() && !at_end => e.valid_up_to(),
+            Err(e) => {
+                let offset = self.offset + e.valid_up_to() as u64;
+                let byte = self.pending[e.valid_up_to()];
+                let problem = match e.error_len() {
+                    Some(_) => format!("byte 0x{byte:02X} at byte offset {offset} does not start a valid character"),
+                    None => format!("the file ends inside a character that starts at byte offset {offset}"),
+                };
+                input_error!(
+                    "{} {} is not valid UTF-8: {problem}; convert the file to UTF-8 (for example with iconv)",
+                    self.what,
+                    self.path.display()
+                );
+            }
+        };
+        let rest = self.pending.split_off(valid);
+        let piece = String::from_utf8(std::mem::replace(&mut self.pending, rest))
+            .expect("the prefix was just validated as UTF-8");
+        self.offset += valid as u64;
+        Ok(Some(piece))
+    }
+}
+
+/// Fills `buf` as far as the file allows; returns the bytes read (0 only at the end).
+fn read_full(file: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// The number of characters of a text of `chars` characters that are for training: the
+/// first ⌊0.9·N⌋, as nanoGPT splits tiny shakespeare; the rest is validation.
+pub fn train_chars(chars: usize) -> usize {
+    chars * 9 / 10
+}
+
+/// The validation part of `text`: its last 10% of characters.
+pub fn validation_text(text: &str) -> &str {
+    let skip = train_chars(text.chars().count());
+    let start = text.char_indices().nth(skip).map_or(text.len(), |(i, _)| i);
+    &text[start..]
 }
 
 /// A tokenized corpus with its train/validation split.
@@ -55,8 +139,7 @@ pub struct Corpus {
 }
 
 impl Corpus {
-    /// Reads a corpus file; the last 10% of its characters (as nanoGPT splits tiny
-    /// shakespeare: the first ⌊0.9·N⌋ train) become the validation split.
+    /// Reads a corpus file; its last 10% of characters (see [`train_chars`]) are the validation split.
     pub fn load(path: &Path) -> Result<Self> {
         let text = read_text(path, "corpus")?;
         let sha256 = format!("{:x}", Sha256::digest(text.as_bytes()));
@@ -73,7 +156,7 @@ impl Corpus {
             _ => {}
         }
         let ids = tokenizer.encode(&text)?;
-        let split = ids.len() * 9 / 10;
+        let split = train_chars(ids.len());
         Ok(Self {
             path: path.to_path_buf(),
             sha256,

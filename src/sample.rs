@@ -131,25 +131,42 @@ pub fn prime(model: &CharGru, ids: &[u32]) -> CandleResult<(Tensor, State)> {
     Ok((logits, state))
 }
 
-/// Generates `length` token ids after `prompt`, handing each to `emit` as soon as it is
-/// drawn; `emit` returns `false` to stop early. Each new character costs one GRU step.
+/// Generates up to `length` token ids after `prompt` for each of `samples` sequences, run
+/// through the model together as one batch. Each id goes to `emit(sample, id)` as soon as
+/// it is drawn; `emit` returns `false` when that sample should stop. Each new character
+/// costs one GRU step, whatever the prompt's length. Returns how many ids each sample got.
 pub fn generate(
     model: &CharGru,
     prompt: &[u32],
     length: usize,
+    samples: usize,
     sampler: &mut Sampler,
-    mut emit: impl FnMut(u32) -> bool,
-) -> CandleResult<usize> {
-    let (mut logits, mut state) = prime(model, prompt)?;
-    for produced in 0..length {
-        let id = sampler.sample(&logits.flatten_all()?.to_vec1::<f32>()?);
-        if !emit(id) {
-            return Ok(produced + 1);
+    mut emit: impl FnMut(usize, u32) -> bool,
+) -> CandleResult<Vec<usize>> {
+    let (logits, state) = prime(model, prompt)?;
+    let mut logits = logits.repeat((samples, 1))?; // [S, V]
+    let mut state: State = state
+        .iter()
+        .map(|h| h.repeat((samples, 1)))
+        .collect::<CandleResult<_>>()?; // [S, H] each
+    let mut produced = vec![0; samples];
+    let mut active = vec![true; samples];
+    let mut ids = vec![0u32; samples];
+    for step in 0..length {
+        let rows = logits.to_vec2::<f32>()?;
+        for (s, row) in rows.iter().enumerate() {
+            if !active[s] {
+                continue;
+            }
+            ids[s] = sampler.sample(row);
+            produced[s] += 1;
+            active[s] = emit(s, ids[s]);
         }
-        if produced + 1 < length {
-            let input = Tensor::new(&[id], model.device())?; // [1]
-            (logits, state) = model.step(&input, &state)?;
+        if step + 1 == length || !active.contains(&true) {
+            break;
         }
+        let input = Tensor::new(ids.as_slice(), model.device())?; // [S]
+        (logits, state) = model.step(&input, &state)?;
     }
-    Ok(length)
+    Ok(produced)
 }

@@ -131,39 +131,41 @@ impl CharTokenizer {
         self.chars.get(id as usize).copied()
     }
 
-    /// The first character of `text` outside the vocabulary, with its position.
-    pub fn first_unknown(&self, text: &str) -> Option<UnknownChar> {
-        let mut line = 1;
-        let mut column = 1;
-        for (index, c) in text.chars().enumerate() {
+    /// Checks that every character of `text` is in the vocabulary: the position after the
+    /// text when it is (counting from `start`), else the first unknown character and where it is.
+    pub fn scan(
+        &self,
+        text: &str,
+        start: TextPosition,
+    ) -> std::result::Result<TextPosition, UnknownChar> {
+        let mut position = start;
+        for c in text.chars() {
             if !self.ids.contains_key(&c) {
-                return Some(UnknownChar {
-                    ch: c,
-                    index,
-                    line,
-                    column,
-                });
+                return Err(UnknownChar { ch: c, position });
             }
-            if c == '\n' {
-                line += 1;
-                column = 1;
-            } else {
-                column += 1;
-            }
+            position.advance(c);
         }
-        None
+        Ok(position)
     }
 
     /// Token ids of `text`; a character outside the vocabulary is an error naming it and its position.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        if let Some(unknown) = self.first_unknown(text) {
-            input_error!("{unknown} is not in the model's vocabulary; remove it or train on a corpus that contains it");
-        }
+        self.encode_from(text, TextPosition::default())
+            .map(|(ids, _)| ids)
+    }
+
+    /// Token ids of `text`, a piece of a longer text starting at `start`, and the position after it.
+    pub fn encode_from(&self, text: &str, start: TextPosition) -> Result<(Vec<u32>, TextPosition)> {
+        let end = self.scan(text, start).map_err(|unknown| {
+            Error::Input(format!(
+                "{unknown} is not in the model's vocabulary; remove it or train on a corpus that contains it"
+            ))
+        })?;
         let encoding = self
             .inner
             .encode_fast(text, false)
             .map_err(|e| Error::Input(format!("cannot tokenize the text: {e}")))?;
-        Ok(encoding.get_ids().to_vec())
+        Ok((encoding.get_ids().to_vec(), end))
     }
 
     /// The text of `ids`.
@@ -180,12 +182,10 @@ impl CharTokenizer {
     }
 }
 
-/// A character missing from a vocabulary, and where it was found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownChar {
-    /// The character.
-    pub ch: char,
-    /// Its index among the text's characters, from 0.
+/// A place in a text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextPosition {
+    /// Characters before it.
     pub index: usize,
     /// Its line, from 1.
     pub line: usize,
@@ -193,12 +193,45 @@ pub struct UnknownChar {
     pub column: usize,
 }
 
+impl Default for TextPosition {
+    fn default() -> Self {
+        Self {
+            index: 0,
+            line: 1,
+            column: 1,
+        }
+    }
+}
+
+impl TextPosition {
+    /// Moves past `c`.
+    pub fn advance(&mut self, c: char) {
+        self.index += 1;
+        if c == '\n' {
+            self.line += 1;
+            self.column = 1;
+        } else {
+            self.column += 1;
+        }
+    }
+}
+
+/// A character missing from a vocabulary, and where it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownChar {
+    /// The character.
+    pub ch: char,
+    /// Where it is.
+    pub position: TextPosition,
+}
+
 impl std::fmt::Display for UnknownChar {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = self.position;
         write!(
             f,
             "character {:?} (U+{:04X}) at line {}, column {} (character {})",
-            self.ch, self.ch as u32, self.line, self.column, self.index
+            self.ch, self.ch as u32, p.line, p.column, p.index
         )
     }
 }

@@ -299,7 +299,7 @@ fn bad_checkpoints_prompts_and_options_are_refused() {
 
     assert_fails(
         &generate(ck, &["--prompt", "ROMEO€"]),
-        &["--prompt", "'€'", "U+20AC", "column 6"],
+        &["prompt", "'€'", "U+20AC", "column 6", "--unknown skip"],
     );
     assert_fails(
         &generate(ck, &["--temperature", "-0.5"]),

@@ -56,8 +56,9 @@ fn a_small_model_learns_a_repeated_pattern_and_greedy_generation_reproduces_it()
         &model,
         &prompt,
         2 * line.len(),
+        1,
         &mut Sampler::new(greedy, 0),
-        |id| {
+        |_, id| {
             ids.push(id);
             true
         },

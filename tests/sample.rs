@@ -66,7 +66,9 @@ fn top_k_and_top_p_restrict_and_renormalise() {
 fn a_seed_fixes_the_draws() {
     let draw = |seed| {
         let mut sampler = Sampler::new(SamplingConfig::default(), seed);
-        (0..50).map(|_| sampler.sample(&logits())).collect::<Vec<_>>()
+        (0..50)
+            .map(|_| sampler.sample(&logits()))
+            .collect::<Vec<_>>()
     };
     assert_eq!(draw(1), draw(1));
     assert_ne!(draw(1), draw(2));
