@@ -157,8 +157,10 @@ impl Generator<'_> {
         let samples = self.args.num_samples as usize;
         let mut texts = vec![String::new(); samples];
         let mut write_error = None;
+        // Echo what the model reads, which differs from `prompt` when `--unknown skip` dropped characters.
+        let prompt = self.tokenizer.decode(&ids)?;
         if samples == 1 && echo {
-            self.write(prompt)?;
+            self.write(&prompt)?;
         }
         let started = Instant::now();
         let produced = generate(
@@ -194,7 +196,7 @@ impl Generator<'_> {
             self.write("\n")?;
         } else {
             for (s, text) in texts.iter().enumerate() {
-                let shown_prompt = if echo { prompt } else { "" };
+                let shown_prompt = if echo { prompt.as_str() } else { "" };
                 self.write(&format!(
                     "──── sample {} of {samples} ────\n{shown_prompt}{text}\n",
                     s + 1
