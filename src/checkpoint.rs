@@ -50,6 +50,36 @@ pub struct TrainingRecord {
 }
 
 /// Everything a checkpoint holds, with the weights as f32 tensors on the CPU.
+///
+/// Saving a model, loading it back and generating from it:
+///
+/// ```
+/// use candle_core::{DType, Device};
+/// use chargru::params::ParamStore;
+/// use chargru::sample::generate;
+/// use chargru::{CharGru, CharTokenizer, Checkpoint, ModelConfig, Sampler, SamplingConfig};
+///
+/// let tokenizer = CharTokenizer::from_text("ROMEO: JULIET\n")?;
+/// let config = ModelConfig { vocab_size: tokenizer.vocab_size(), embed_dim: 4, hidden_size: 8, num_layers: 1, dropout: 0.0 };
+/// let params = ParamStore::new(1);
+/// CharGru::new(&config, params.var_builder(DType::F32, &Device::Cpu))?;
+/// let tensors = params.vars().into_iter().map(|(name, var)| (name, var.as_tensor().clone())).collect();
+/// let path = std::env::temp_dir().join(format!("chargru-doc-{}.safetensors", std::process::id()));
+/// Checkpoint { config, tokenizer, training: Default::default(), tensors }.save(&path)?;
+///
+/// let checkpoint = Checkpoint::load(&path)?;
+/// let model = checkpoint.model(&Device::Cpu)?;
+/// let prompt = checkpoint.tokenizer.encode("ROMEO:")?;
+/// let mut sampler = Sampler::new(SamplingConfig { temperature: 0.8, ..Default::default() }, 1);
+/// let mut text = String::new();
+/// generate(&model, &prompt, 20, 1, &mut sampler, |_, id| {
+///     text.extend(checkpoint.tokenizer.char(id));
+///     true
+/// })?;
+/// assert_eq!(text.chars().count(), 20);
+/// # std::fs::remove_file(&path).ok();
+/// # Ok::<(), chargru::Error>(())
+/// ```
 pub struct Checkpoint {
     /// The model's shape.
     pub config: ModelConfig,

@@ -54,6 +54,21 @@ impl ModelConfig {
 pub type State = Vec<Tensor>;
 
 /// The character-level GRU language model.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use chargru::{params::ParamStore, CharGru, ModelConfig};
+///
+/// let config = ModelConfig { vocab_size: 10, embed_dim: 4, hidden_size: 8, num_layers: 2, dropout: 0.0 };
+/// let model = CharGru::new(&config, ParamStore::new(42).var_builder(DType::F32, &Device::Cpu))?;
+/// let ids = Tensor::new(&[[1u32, 2, 3], [4, 5, 6]], &Device::Cpu)?; // [N=2, T=3]
+/// let (logits, state) = model.forward(&ids, None, None)?;
+/// assert_eq!(logits.dims(), &[2, 3, 10]); // [N, T, V]
+/// // Carry on one character at a time from where the sequences ended.
+/// let (next, _) = model.step(&Tensor::new(&[7u32, 8], &Device::Cpu)?, &state)?;
+/// assert_eq!(next.dims(), &[2, 10]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
 pub struct CharGru {
     config: ModelConfig,
     embedding: Embedding,

@@ -141,9 +141,22 @@ pub fn generate(
     length: usize,
     samples: usize,
     sampler: &mut Sampler,
-    mut emit: impl FnMut(usize, u32) -> bool,
+    emit: impl FnMut(usize, u32) -> bool,
 ) -> CandleResult<Vec<usize>> {
     let (logits, state) = prime(model, prompt)?;
+    generate_from(model, &logits, &state, length, samples, sampler, emit)
+}
+
+/// [`generate`] from a model already primed: `logits` `[1, V]` and `state` as [`prime`] returns them.
+pub fn generate_from(
+    model: &CharGru,
+    logits: &Tensor,
+    state: &[Tensor],
+    length: usize,
+    samples: usize,
+    sampler: &mut Sampler,
+    mut emit: impl FnMut(usize, u32) -> bool,
+) -> CandleResult<Vec<usize>> {
     let mut logits = logits.repeat((samples, 1))?; // [S, V]
     let mut state: State = state
         .iter()

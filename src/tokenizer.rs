@@ -16,6 +16,20 @@ use tokenizers::Tokenizer;
 use crate::{input_error, Error, Result};
 
 /// A character-level tokenizer backed by a Hugging Face `Tokenizer`.
+///
+/// ```
+/// use chargru::CharTokenizer;
+///
+/// let tokenizer = CharTokenizer::from_text("hello world\n")?;
+/// assert_eq!(tokenizer.vocab_size(), 9); // "\n", " ", d, e, h, l, o, r, w
+/// let ids = tokenizer.encode("hold")?;
+/// assert_eq!(tokenizer.decode(&ids)?, "hold");
+/// assert!(tokenizer.encode("help").is_err()); // no 'p' in the vocabulary
+/// // The same vocabulary, as the JSON document a checkpoint stores.
+/// let again = CharTokenizer::from_json(&tokenizer.to_json()?)?;
+/// assert_eq!(again.encode("hold")?, ids);
+/// # Ok::<(), chargru::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct CharTokenizer {
     inner: Tokenizer,

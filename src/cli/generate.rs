@@ -10,7 +10,7 @@ use super::{non_negative, top_p};
 use crate::checkpoint::Checkpoint;
 use crate::device::{select, DeviceChoice};
 use crate::model::CharGru;
-use crate::sample::{generate, prime, Sampler, SamplingConfig};
+use crate::sample::{generate_from, prime, Sampler, SamplingConfig};
 use crate::tokenizer::{CharTokenizer, TextPosition};
 use crate::{input_error, Error, Result};
 
@@ -150,9 +150,7 @@ impl Generator<'_> {
     fn continue_prompt(&mut self, prompt: &str, echo: bool) -> Result<Stats> {
         let ids = self.prompt_ids(prompt)?;
         let started = Instant::now();
-        // Priming again inside `generate` is cheap next to generation; timing it here
-        // separately tells a user what a long prompt costs.
-        prime(self.model, &ids)?;
+        let (logits, state) = prime(self.model, &ids)?;
         let prime_seconds = started.elapsed().as_secs_f64();
         let samples = self.args.num_samples as usize;
         let mut texts = vec![String::new(); samples];
@@ -163,9 +161,10 @@ impl Generator<'_> {
             self.write(&prompt)?;
         }
         let started = Instant::now();
-        let produced = generate(
+        let produced = generate_from(
             self.model,
-            &ids,
+            &logits,
+            &state,
             self.args.length,
             samples,
             &mut self.sampler,
