@@ -68,3 +68,42 @@ fn a_small_model_learns_a_repeated_pattern_and_greedy_generation_reproduces_it()
     let expected = format!("{}{line}", &line["the quick".len()..]);
     assert!(text.starts_with(&expected), "greedy continuation {text:?}");
 }
+
+#[test]
+fn the_same_seed_gives_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("text.txt");
+    std::fs::write(
+        &corpus,
+        "It is a truth universally acknowledged, that a single man\n".repeat(20),
+    )
+    .unwrap();
+    let run = |name: &str, seed: u64| {
+        let config = TrainConfig {
+            corpus: corpus.clone(),
+            out: dir.path().join(name),
+            steps: 12,
+            embed: 8,
+            hidden: 16,
+            layers: 2,
+            seq_len: 20,
+            batch: 4,
+            dropout: 0.2,
+            eval_every: 6,
+            seed,
+            ..TrainConfig::default()
+        };
+        let summary = train(&config, &Device::Cpu, |_| {}).unwrap();
+        let checkpoint = Checkpoint::load(&summary.latest_path).unwrap();
+        let mut tensors: Vec<(String, Vec<f32>)> = checkpoint
+            .tensors
+            .iter()
+            .map(|(name, t)| (name.clone(), t.flatten_all().unwrap().to_vec1().unwrap()))
+            .collect();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        (tensors, checkpoint.training.val_loss)
+    };
+    let first = run("a", 5);
+    assert_eq!(run("b", 5), first, "same seed, different model");
+    assert_ne!(run("c", 6).0, first.0, "the seed has no effect");
+}
