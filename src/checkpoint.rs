@@ -12,6 +12,7 @@ use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{CharGru, ModelConfig, DTYPE};
+use crate::schedule::Schedule;
 use crate::tokenizer::CharTokenizer;
 use crate::{Error, Result};
 
@@ -47,6 +48,9 @@ pub struct TrainingRecord {
     /// Seconds of training so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elapsed_seconds: Option<f64>,
+    /// The learning-rate schedule the run follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
 }
 
 /// Everything a checkpoint holds, with the weights as f32 tensors on the CPU.

@@ -4,9 +4,11 @@ use std::fs;
 use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
-use rand::rngs::StdRng;
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::seeds::{step_rng, Purpose};
 
 use crate::tokenizer::CharTokenizer;
 use crate::{input_error, Error, Result};
@@ -139,9 +141,26 @@ pub struct Corpus {
 }
 
 impl Corpus {
-    /// Reads a corpus file; its last 10% of characters (see [`train_chars`]) are the validation split.
+    /// Reads a corpus: a UTF-8 file, or a directory whose files (all of them, in its
+    /// subdirectories too, hidden ones aside) are read in sorted path order and concatenated.
+    /// Its last 10% of characters (see [`train_chars`]) are the validation split.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = read_text(path, "corpus")?;
+        let text = if path.is_dir() {
+            let files = corpus_files(path)?;
+            if files.is_empty() {
+                input_error!(
+                    "corpus directory {} holds no files; put UTF-8 text files in it or pass a file",
+                    path.display()
+                );
+            }
+            let mut text = String::new();
+            for file in files {
+                text.push_str(&read_text(&file, "corpus file")?);
+            }
+            text
+        } else {
+            read_text(path, "corpus")?
+        };
         let sha256 = format!("{:x}", Sha256::digest(text.as_bytes()));
         let tokenizer = CharTokenizer::from_text(&text)?;
         match tokenizer.vocab_size() {
@@ -185,6 +204,31 @@ impl Corpus {
     }
 }
 
+/// The files of a corpus directory, recursively, hidden names skipped, in sorted path order.
+fn corpus_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| Error::io("list", &dir, e))?.path();
+            let hidden = path
+                .file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with('.'));
+            if hidden {
+                continue;
+            }
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 /// A batch of `N` windows: inputs and the targets one character later, each `N·T` ids row-major.
 pub struct Batch {
     /// Input ids, `[N, T]` flattened.
@@ -193,14 +237,113 @@ pub struct Batch {
     pub targets: Vec<u32>,
 }
 
-/// `n` windows of `t + 1` characters at uniformly random offsets of `ids` (nanoGPT's sampling).
-pub fn random_batch(ids: &[u32], n: usize, t: usize, rng: &mut StdRng) -> Batch {
-    let mut inputs = Vec::with_capacity(n * t);
-    let mut targets = Vec::with_capacity(n * t);
-    for _ in 0..n {
-        let start = rng.random_range(0..=ids.len() - t - 1);
-        inputs.extend_from_slice(&ids[start..start + t]);
-        targets.extend_from_slice(&ids[start + 1..start + t + 1]);
+/// How training windows are cut from the text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Batching {
+    /// Truncated back-propagation through time over N streams: row i of every batch reads
+    /// the next window of the i-th contiguous N-th of the text, and the hidden state is
+    /// carried (detached) from one window to the next, as char-rnn and torch-rnn did.
+    Stateful,
+    /// Windows at independent random offsets, each from the zero state, as nanoGPT does.
+    Random,
+}
+
+/// The batch of every step, as a pure function of the step, so a resumed run reads exactly
+/// what the uninterrupted run would have read.
+#[derive(Clone, Debug)]
+pub struct Batcher {
+    kind: Batching,
+    n: usize,
+    t: usize,
+    seed: u64,
+    /// Characters per stream (stateful) or in the whole training text (random).
+    stream_len: usize,
+}
+
+impl Batcher {
+    /// A batcher of `n` windows of `t` characters over `train_len` characters; a text too
+    /// short for the settings is an error saying what would fit.
+    pub fn new(kind: Batching, train_len: usize, n: usize, t: usize, seed: u64) -> Result<Self> {
+        let stream_len = match kind {
+            Batching::Stateful => train_len / n,
+            Batching::Random => train_len,
+        };
+        if stream_len < t + 1 {
+            let mut fits = Vec::new();
+            if kind == Batching::Stateful {
+                if stream_len >= 2 {
+                    fits.push(format!("--seq-len {} or less", stream_len - 1));
+                }
+                if train_len / (t + 1) >= 1 {
+                    fits.push(format!("--batch {} or less", train_len / (t + 1)));
+                }
+                if fits.is_empty() && train_len >= 2 {
+                    fits.push(format!("--batch 1 with --seq-len {} or less", train_len - 1));
+                }
+                if train_len > t {
+                    fits.push("--batching random".to_string());
+                }
+            } else if train_len >= 2 {
+                fits.push(format!("--seq-len {} or less", train_len - 1));
+            }
+            fits.push("a longer corpus".to_string());
+            let rows = match kind {
+                Batching::Stateful => format!(" (stateful batching gives each of the --batch {n} rows its own {stream_len}-character stream)"),
+                Batching::Random => String::new(),
+            };
+            input_error!(
+                "its training part (the first 90%) has {train_len} characters, too few for windows of --seq-len {t} plus 1{rows}; use {}",
+                fits.join(", or ")
+            );
+        }
+        Ok(Self {
+            kind,
+            n,
+            t,
+            seed,
+            stream_len,
+        })
     }
-    Batch { inputs, targets }
+
+    /// Steps in one pass over the training text.
+    pub fn steps_per_epoch(&self) -> usize {
+        match self.kind {
+            Batching::Stateful => (self.stream_len - 1) / self.t,
+            Batching::Random => self.stream_len.div_ceil(self.n * self.t),
+        }
+    }
+
+    /// Whether step `step` (from 1) starts a pass, so a carried hidden state must restart from zeros.
+    pub fn starts_epoch(&self, step: usize) -> bool {
+        (step - 1) % self.steps_per_epoch() == 0
+    }
+
+    /// Passes over the training text completed after `step` steps.
+    pub fn epochs(&self, step: usize) -> f64 {
+        step as f64 / self.steps_per_epoch() as f64
+    }
+
+    /// The windows of step `step` (from 1) of `ids`, the training text.
+    pub fn batch(&self, ids: &[u32], step: usize) -> Batch {
+        let (n, t) = (self.n, self.t);
+        let mut starts = Vec::with_capacity(n);
+        match self.kind {
+            Batching::Stateful => {
+                let window = (step - 1) % self.steps_per_epoch();
+                starts.extend((0..n).map(|row| row * self.stream_len + window * t));
+            }
+            Batching::Random => {
+                let mut rng = step_rng(self.seed, Purpose::Batch, step);
+                starts.extend((0..n).map(|_| rng.random_range(0..=ids.len() - t - 1)));
+            }
+        }
+        let mut inputs = Vec::with_capacity(n * t);
+        let mut targets = Vec::with_capacity(n * t);
+        for start in starts {
+            inputs.extend_from_slice(&ids[start..start + t]);
+            targets.extend_from_slice(&ids[start + 1..start + t + 1]);
+        }
+        Batch { inputs, targets }
+    }
 }

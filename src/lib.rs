@@ -14,7 +14,11 @@ pub mod gru;
 pub mod model;
 pub mod optim;
 pub mod params;
+pub mod plot;
+pub mod run;
 pub mod sample;
+pub mod schedule;
+pub mod seeds;
 pub mod tokenizer;
 pub mod train;
 

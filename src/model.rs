@@ -5,7 +5,7 @@
 use candle_core::{DType, Device, Result, Tensor, D};
 use candle_nn::{Embedding, Linear, Module, VarBuilder};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::gru::Gru;
@@ -172,19 +172,17 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     candle_nn::loss::cross_entropy(&logits.reshape(((), v))?, &targets.flatten_all()?)
 }
 
-/// Inverted dropout with its own seeded generator (candle's CPU random source cannot be seeded).
+/// Inverted dropout drawing its masks from a given generator (candle's CPU random source
+/// cannot be seeded, and a resumable run needs masks that depend only on the step).
 pub struct Dropout {
     p: f64,
     rng: StdRng,
 }
 
 impl Dropout {
-    /// Zeroes each activation with probability `p`, scaling the rest by 1/(1−p).
-    pub fn new(p: f64, seed: u64) -> Self {
-        Self {
-            p,
-            rng: StdRng::seed_from_u64(seed),
-        }
+    /// Zeroes each activation with probability `p`, scaling the rest by 1/(1−p); masks come from `rng`.
+    pub fn new(p: f64, rng: StdRng) -> Self {
+        Self { p, rng }
     }
 
     /// `xs` with a fresh random mask applied.

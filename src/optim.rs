@@ -59,6 +59,42 @@ impl AdamW {
         &self.params
     }
 
+    /// Updates taken so far (the `t` of Adam's bias correction).
+    pub fn steps_taken(&self) -> usize {
+        self.steps_taken
+    }
+
+    /// Each parameter's name with its first and second moment, for saving.
+    pub fn moments(&self) -> impl Iterator<Item = (&str, &Tensor, &Tensor)> {
+        self.params
+            .iter()
+            .zip(self.first_moment.iter().zip(&self.second_moment))
+            .map(|((name, _), (m, v))| (name.as_str(), m, v))
+    }
+
+    /// Puts back a saved state: steps taken and `moment(name)` = (first, second) for every parameter.
+    pub fn restore(
+        &mut self,
+        steps_taken: usize,
+        mut moment: impl FnMut(&str) -> Option<(Tensor, Tensor)>,
+    ) -> Result<()> {
+        for (i, (name, var)) in self.params.iter().enumerate() {
+            let Some((m, v)) = moment(name) else {
+                candle_core::bail!("the saved optimizer state has no moments for {name}")
+            };
+            if m.shape() != var.shape() || v.shape() != var.shape() {
+                candle_core::bail!(
+                    "the saved moments of {name} do not have its shape {:?}",
+                    var.shape()
+                )
+            }
+            self.first_moment[i] = m.to_device(var.device())?;
+            self.second_moment[i] = v.to_device(var.device())?;
+        }
+        self.steps_taken = steps_taken;
+        Ok(())
+    }
+
     /// One update with learning rate `lr`, gradients scaled by `grad_scale` (for clipping).
     pub fn step(&mut self, grads: &GradStore, lr: f64, grad_scale: f64) -> Result<()> {
         self.steps_taken += 1;

@@ -1,34 +1,42 @@
-//! The training loop: random windows of the corpus, AdamW, gradient clipping, periodic
-//! validation, and checkpoints (the best by validation loss and the latest).
+//! The training loop: batches (stateful streams or random windows), AdamW with a
+//! warm-up + cosine schedule, gradient clipping, periodic validation, checkpoints, and
+//! everything an exact resume needs.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, TrainingRecord};
-use crate::data::{random_batch, Corpus};
+use crate::data::{Batcher, Batching, Corpus};
 use crate::eval::streams_loss;
-use crate::model::{cross_entropy, CharGru, Dropout, ModelConfig, DTYPE};
+use crate::model::{cross_entropy, CharGru, Dropout, ModelConfig, State, DTYPE};
 use crate::optim::{clip_scale, grad_norm, AdamW, AdamWConfig};
 use crate::params::ParamStore;
+use crate::run::{MetricsRow, ResumeRecord, ResumeState, RunDir};
+use crate::schedule::{Schedule, ScheduleKind};
+use crate::seeds::{step_rng, Purpose};
 use crate::{input_error, Error, Result};
 
-/// Everything a training run needs to know, in one plain struct.
-#[derive(Clone, Debug)]
+/// Everything a training run needs to know, in one plain struct (saved as the run's `config.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
-    /// The UTF-8 text to learn.
-    pub corpus: PathBuf,
-    /// Directory for `best.safetensors` and `latest.safetensors`.
-    pub out: PathBuf,
-    /// Replace checkpoints already in `out` instead of refusing to start.
+    /// The UTF-8 text to learn: a file, or a directory of files.
+    pub corpus: std::path::PathBuf,
+    /// The run directory (see [`RunDir`]).
+    pub out: std::path::PathBuf,
+    /// Continue the run in `out` instead of starting one.
+    #[serde(skip)]
+    pub resume: bool,
+    /// Replace a run already in `out` instead of refusing to start.
+    #[serde(skip)]
     pub overwrite: bool,
-    /// Optimizer steps to take.
+    /// Optimizer steps to reach (with `resume`, the total including earlier steps).
     pub steps: usize,
-    /// Stop at the first step boundary after this much training time.
+    /// Passes over the training text to make instead of `steps`.
+    pub epochs: Option<f64>,
+    /// Stop at the first step boundary after this much training time in this session.
     pub time: Option<Duration>,
     /// E: embedding size.
     pub embed: usize,
@@ -40,8 +48,16 @@ pub struct TrainConfig {
     pub seq_len: usize,
     /// N: windows per step.
     pub batch: usize,
-    /// AdamW's learning rate.
+    /// How windows are cut from the text.
+    pub batching: Batching,
+    /// Peak learning rate.
     pub lr: f64,
+    /// The learning rate the cosine decays to (default: a tenth of `lr`).
+    pub min_lr: Option<f64>,
+    /// Steps of linear warm-up (default: 100, or a tenth of the run if shorter).
+    pub warmup: Option<usize>,
+    /// Cosine decay or a constant rate after warm-up.
+    pub schedule: ScheduleKind,
     /// AdamW's decoupled weight decay.
     pub weight_decay: f64,
     /// Dropout between layers and before the head.
@@ -50,8 +66,6 @@ pub struct TrainConfig {
     pub grad_clip: f64,
     /// Measure the validation loss (and write checkpoints) every this many steps.
     pub eval_every: usize,
-    /// Report the training loss every this many steps.
-    pub log_every: usize,
     /// Streams the validation text is cut into and read side by side.
     pub val_streams: usize,
     /// Fixes the initial weights, the batches and the dropout masks.
@@ -61,24 +75,42 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            corpus: PathBuf::from("corpus/tinyshakespeare.txt"),
-            out: PathBuf::from("checkpoints/tinyshakespeare"),
+            corpus: "corpus/tinyshakespeare.txt".into(),
+            out: "checkpoints/tinyshakespeare".into(),
+            resume: false,
             overwrite: false,
             steps: 3000,
+            epochs: None,
             time: None,
             embed: 64,
             hidden: 256,
             layers: 2,
             seq_len: 64,
             batch: 32,
+            batching: Batching::Stateful,
             lr: 2e-3,
+            min_lr: None,
+            warmup: None,
+            schedule: ScheduleKind::Cosine,
             weight_decay: 0.01,
             dropout: 0.1,
             grad_clip: 1.0,
             eval_every: 250,
-            log_every: 25,
             val_streams: 64,
             seed: 1337,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The learning-rate schedule of a run of `total_steps` steps.
+    pub fn schedule_for(&self, total_steps: usize) -> Schedule {
+        Schedule {
+            kind: self.schedule,
+            peak: self.lr,
+            floor: self.min_lr.unwrap_or(self.lr / 10.0),
+            warmup_steps: self.warmup.unwrap_or((total_steps / 10).min(100)),
+            decay_steps: total_steps,
         }
     }
 }
@@ -86,7 +118,7 @@ impl Default for TrainConfig {
 /// What the loop reports as it goes.
 #[derive(Clone, Debug)]
 pub enum Progress {
-    /// The corpus is read and the model built; training starts.
+    /// The corpus is read and the model built; training starts (or resumes).
     Started {
         /// Characters in the corpus.
         chars: usize,
@@ -98,18 +130,26 @@ pub enum Progress {
         val_chars: usize,
         /// Trainable numbers in the model.
         parameters: usize,
+        /// Steps already taken (non-zero when resuming).
+        start_step: usize,
+        /// Steps the run will reach.
+        total_steps: usize,
+        /// Steps per pass over the training text.
+        steps_per_epoch: usize,
     },
-    /// Training loss since the previous report.
+    /// One optimizer step was taken.
     Step {
         /// Steps done.
         step: usize,
-        /// Steps planned.
-        steps: usize,
-        /// Mean training loss over the steps since the last report, nats per character.
-        train_loss: f64,
-        /// Global gradient norm of the last step, before clipping.
+        /// Passes over the training text so far.
+        epoch: f64,
+        /// This step's training loss, nats per character.
+        loss: f64,
+        /// Global gradient norm, before clipping.
         grad_norm: f64,
-        /// Training characters per second since the last report.
+        /// The learning rate used.
+        lr: f64,
+        /// Training characters per second in this session, validation excluded.
         tokens_per_second: f64,
     },
     /// A validation measurement, after which checkpoints were written.
@@ -125,32 +165,53 @@ pub enum Progress {
     },
 }
 
+/// Why a run stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// It reached its step count.
+    Finished,
+    /// Its `--time` budget ran out.
+    OutOfTime,
+    /// It was asked to stop (Ctrl-C).
+    Interrupted,
+}
+
 /// How a run ended.
 #[derive(Clone, Debug)]
 pub struct TrainSummary {
-    /// The record stored with the latest checkpoint.
-    pub latest: TrainingRecord,
-    /// The lowest validation loss measured.
+    /// Why it stopped.
+    pub stopped: Stopped,
+    /// Steps taken in all.
+    pub step: usize,
+    /// The lowest validation loss measured (infinite if none was).
     pub best_val_loss: f64,
-    /// Where the best checkpoint is.
-    pub best_path: PathBuf,
-    /// Where the latest checkpoint is.
-    pub latest_path: PathBuf,
+    /// The run's files.
+    pub run: std::path::PathBuf,
 }
 
-/// Trains a model as `config` says on `device`, reporting through `report`.
+/// Trains as `config` says on `device`, reporting through `report`; setting `stop` makes
+/// the run save and return after the current step.
 pub fn train(
     config: &TrainConfig,
     device: &Device,
+    stop: &AtomicBool,
     mut report: impl FnMut(&Progress),
 ) -> Result<TrainSummary> {
     check_config(config)?;
     let corpus = Corpus::load(&config.corpus)?;
-    check_corpus_fits(config, &corpus)?;
-    let best_path = config.out.join("best.safetensors");
-    let latest_path = config.out.join("latest.safetensors");
-    prepare_out_dir(config, &[&best_path, &latest_path])?;
-
+    if corpus.val().len() < 2 {
+        input_error!(
+            "corpus {} is too short to hold out a validation part (its last 10% must be at least 2 characters); use a longer corpus",
+            corpus.path.display()
+        );
+    }
+    let (n, t) = (config.batch, config.seq_len);
+    let batcher = Batcher::new(config.batching, corpus.train().len(), n, t, config.seed)
+        .map_err(|e| Error::Input(format!("corpus {}: {e}", corpus.path.display())))?;
+    let total_steps = match config.epochs {
+        Some(epochs) => (epochs * batcher.steps_per_epoch() as f64).ceil().max(1.0) as usize,
+        None => config.steps,
+    };
     let model_config = ModelConfig {
         vocab_size: corpus.tokenizer.vocab_size(),
         embed_dim: config.embed,
@@ -158,143 +219,262 @@ pub fn train(
         num_layers: config.layers,
         dropout: config.dropout,
     };
-    report(&Progress::Started {
-        chars: corpus.ids.len(),
-        vocab_size: model_config.vocab_size,
-        train_chars: corpus.train().len(),
-        val_chars: corpus.val().len(),
-        parameters: model_config.parameter_count(),
-    });
-    let params = ParamStore::new(config.seed);
+    let run = RunDir::new(&config.out);
+    let resumed = if config.resume {
+        Some(load_resume(&run, &corpus, &model_config, total_steps)?)
+    } else {
+        run.start_new(config.overwrite)?;
+        run.write_config(config)?;
+        None
+    };
+    let mut record = match &resumed {
+        Some((state, _)) => state.record.clone(),
+        None => ResumeRecord {
+            step: 0,
+            optimizer_steps: 0,
+            best_val_loss: None,
+            elapsed_seconds: 0.0,
+            loss_since_eval: (0.0, 0),
+            schedule: config.schedule_for(total_steps),
+            corpus_sha256: corpus.sha256.clone(),
+        },
+    };
+    let start_step = record.step;
+    let elapsed_before = record.elapsed_seconds;
+
+    let params = match &resumed {
+        Some((state, _)) => ParamStore::from_tensors(state.params.clone())?,
+        None => ParamStore::new(config.seed),
+    };
     let model = CharGru::new(&model_config, params.var_builder(DTYPE, device))?;
     let optimizer_config = AdamWConfig {
         weight_decay: config.weight_decay,
         ..AdamWConfig::default()
     };
     let mut optimizer = AdamW::new(params.vars(), optimizer_config)?;
-    // Independent streams for batches and dropout, both fixed by the one seed.
-    let mut batch_rng = StdRng::seed_from_u64(config.seed.wrapping_add(1));
-    let mut dropout = Dropout::new(config.dropout, config.seed.wrapping_add(2));
+    let stateful = config.batching == Batching::Stateful;
+    let mut hidden: State = model.zero_state(n)?;
+    if let Some((state, moments)) = resumed {
+        let mut moments = moments;
+        optimizer.restore(record.optimizer_steps, |name| moments.remove(name))?;
+        if stateful {
+            if state.hidden.len() != hidden.len() {
+                input_error!(
+                    "{} holds no carried hidden state for this model; the run cannot be resumed",
+                    run.resume_state().display()
+                );
+            }
+            hidden = state
+                .hidden
+                .iter()
+                .map(|h| h.to_device(device))
+                .collect::<candle_core::Result<_>>()?;
+        }
+        run.keep_metrics_through(start_step)?;
+    }
 
-    let (n, t) = (config.batch, config.seq_len);
-    let started = Instant::now();
-    let mut window = LossWindow::default();
-    let mut since_eval = LossWindow::default();
-    let mut best_val_loss = f64::INFINITY;
-    let mut latest = TrainingRecord::default();
-    for step in 1..=config.steps {
-        let batch = random_batch(corpus.train(), n, t, &mut batch_rng);
+    report(&Progress::Started {
+        chars: corpus.ids.len(),
+        vocab_size: model_config.vocab_size,
+        train_chars: corpus.train().len(),
+        val_chars: corpus.val().len(),
+        parameters: model_config.parameter_count(),
+        start_step,
+        total_steps,
+        steps_per_epoch: batcher.steps_per_epoch(),
+    });
+
+    let session = Instant::now();
+    let mut eval_seconds = 0.0;
+    let mut last_good_loss = None;
+    let mut stopped = Stopped::Finished;
+    let mut step = start_step;
+    while step < total_steps {
+        step += 1;
+        if stateful && batcher.starts_epoch(step) {
+            hidden = model.zero_state(n)?;
+        }
+        let batch = batcher.batch(corpus.train(), step);
         let inputs = Tensor::from_vec(batch.inputs, (n, t), device)?; // [N, T]
         let targets = Tensor::from_vec(batch.targets, (n, t), device)?; // [N, T]
-        let (logits, _) = model.forward(&inputs, None, Some(&mut dropout))?; // [N, T, V]
+        let mut dropout = Dropout::new(
+            config.dropout,
+            step_rng(config.seed, Purpose::Dropout, step),
+        );
+        let initial = stateful.then_some(hidden.as_slice());
+        let (logits, last_state) = model.forward(&inputs, initial, Some(&mut dropout))?; // [N, T, V]
         let loss = cross_entropy(&logits, &targets)?;
         let grads = loss.backward()?;
         let norm = grad_norm(&grads, optimizer.params())?;
         let loss = loss.to_scalar::<f32>()? as f64;
         if !loss.is_finite() || !norm.is_finite() {
+            let (what, value) = if loss.is_finite() {
+                ("gradient norm", norm)
+            } else {
+                ("loss", loss)
+            };
+            let last_good =
+                last_good_loss.map_or_else(|| "none yet".to_string(), |l: f64| format!("{l:.4}"));
             input_error!(
-                "training diverged at step {step}: the loss or gradient norm became {}; the last checkpoint in {} is intact, restart with a lower --lr (now {})",
-                if loss.is_finite() { norm } else { loss },
-                config.out.display(),
+                "training diverged at step {step}: the {what} became {value} (last good loss {last_good}); the checkpoints in {} are from before it and intact; start again with a lower --lr than {}",
+                run.path().display(),
                 config.lr
             );
         }
-        optimizer.step(&grads, config.lr, clip_scale(norm, config.grad_clip))?;
-        window.add(loss);
-        since_eval.add(loss);
-
-        let out_of_time = config
-            .time
-            .is_some_and(|budget| started.elapsed() >= budget);
-        let last = step == config.steps || out_of_time;
-        if step % config.log_every == 0 || last {
-            report(&Progress::Step {
-                step,
-                steps: config.steps,
-                train_loss: window.mean(),
-                grad_norm: norm,
-                tokens_per_second: (window.count * n * t) as f64
-                    / window.started.elapsed().as_secs_f64(),
-            });
-            window = LossWindow::default();
+        last_good_loss = Some(loss);
+        let lr = record.schedule.lr(step);
+        optimizer.step(&grads, lr, clip_scale(norm, config.grad_clip))?;
+        if stateful {
+            hidden = last_state.iter().map(Tensor::detach).collect();
         }
-        if step % config.eval_every == 0 || last {
-            let eval_started = Instant::now();
-            let val_loss = streams_loss(&model, corpus.val(), config.val_streams)?.mean();
-            latest = TrainingRecord {
+        record.step = step;
+        record.optimizer_steps = optimizer.steps_taken();
+        record.loss_since_eval.0 += loss;
+        record.loss_since_eval.1 += 1;
+
+        let session_seconds = session.elapsed().as_secs_f64();
+        let training_seconds = (session_seconds - eval_seconds).max(1e-9);
+        report(&Progress::Step {
+            step,
+            epoch: batcher.epochs(step),
+            loss,
+            grad_norm: norm,
+            lr,
+            tokens_per_second: ((step - start_step) * n * t) as f64 / training_seconds,
+        });
+
+        if config
+            .time
+            .is_some_and(|budget| session.elapsed() >= budget)
+        {
+            stopped = Stopped::OutOfTime;
+        } else if stop.load(Ordering::SeqCst) {
+            stopped = Stopped::Interrupted;
+        }
+        let finishing = step == total_steps || stopped == Stopped::OutOfTime;
+        let evaluate = step % config.eval_every == 0 || finishing;
+        if !evaluate && stopped != Stopped::Interrupted {
+            continue;
+        }
+        let started = Instant::now();
+        let val_loss = match evaluate {
+            true => Some(streams_loss(&model, corpus.val(), config.val_streams)?.mean()),
+            false => None,
+        };
+        let measured_in = started.elapsed().as_secs_f64();
+        eval_seconds += measured_in;
+        record.elapsed_seconds = elapsed_before + session.elapsed().as_secs_f64();
+        let checkpoint = Checkpoint {
+            config: model_config.clone(),
+            tokenizer: corpus.tokenizer.clone(),
+            training: TrainingRecord {
                 step: step as u64,
                 tokens_seen: (step * n * t) as u64,
-                train_loss: Some(since_eval.mean()),
-                val_loss: Some(val_loss),
+                train_loss: Some(record.loss_since_eval.0 / record.loss_since_eval.1.max(1) as f64),
+                val_loss,
                 corpus: corpus.name(),
                 corpus_sha256: corpus.sha256.clone(),
                 seed: Some(config.seed),
-                elapsed_seconds: Some(started.elapsed().as_secs_f64()),
+                elapsed_seconds: Some(record.elapsed_seconds),
+                schedule: Some(record.schedule.clone()),
+            },
+            tensors: params
+                .vars()
+                .into_iter()
+                .map(|(name, var)| (name, var.as_tensor().clone()))
+                .collect(),
+        };
+        checkpoint.save(&run.latest())?;
+        let best = val_loss.is_some_and(|v| record.best_val_loss.is_none_or(|b| v < b));
+        if best {
+            record.best_val_loss = val_loss;
+            checkpoint.save(&run.best())?;
+        }
+        let train_loss = checkpoint.training.train_loss;
+        if evaluate {
+            record.loss_since_eval = (0.0, 0);
+        }
+        run.save_resume(&ResumeState {
+            record: record.clone(),
+            params: checkpoint.tensors,
+            moments: optimizer
+                .moments()
+                .map(|(name, m, v)| (name.to_string(), (m.clone(), v.clone())))
+                .collect(),
+            hidden: if stateful { hidden.clone() } else { Vec::new() },
+        })?;
+        if let Some(val_loss) = val_loss {
+            let row = MetricsRow {
+                step,
+                epoch: batcher.epochs(step),
+                tokens: (step * n * t) as u64,
+                train_loss,
+                val_loss: Some(val_loss),
+                lr,
+                grad_norm: norm,
+                elapsed_seconds: record.elapsed_seconds,
             };
-            let checkpoint = Checkpoint {
-                config: model_config.clone(),
-                tokenizer: corpus.tokenizer.clone(),
-                training: latest.clone(),
-                tensors: params
-                    .vars()
-                    .into_iter()
-                    .map(|(name, var)| (name, var.as_tensor().clone()))
-                    .collect(),
-            };
-            checkpoint.save(&latest_path)?;
-            let best = val_loss < best_val_loss;
-            if best {
-                best_val_loss = val_loss;
-                checkpoint.save(&best_path)?;
-            }
+            run.record_metrics(&row, &format!("chargru on {}", corpus.name()))?;
             report(&Progress::Eval {
                 step,
                 val_loss,
                 best,
-                seconds: eval_started.elapsed().as_secs_f64(),
+                seconds: measured_in,
             });
-            since_eval = LossWindow::default();
-            // Keep validation time out of the next chars/s report.
-            window.started += eval_started.elapsed();
         }
-        if last {
+        if stopped != Stopped::Finished {
             break;
         }
     }
     Ok(TrainSummary {
-        latest,
-        best_val_loss,
-        best_path,
-        latest_path,
+        stopped,
+        step,
+        best_val_loss: record.best_val_loss.unwrap_or(f64::INFINITY),
+        run: run.path().to_path_buf(),
     })
 }
 
-/// A running mean of training losses, with the time it started.
-struct LossWindow {
-    sum: f64,
-    count: usize,
-    started: Instant,
-}
-
-impl Default for LossWindow {
-    fn default() -> Self {
-        Self {
-            sum: 0.0,
-            count: 0,
-            started: Instant::now(),
+/// The saved state of the run in `run`, checked against this corpus and model, with the
+/// optimizer moments split out.
+fn load_resume(
+    run: &RunDir,
+    corpus: &Corpus,
+    model_config: &ModelConfig,
+    total_steps: usize,
+) -> Result<(
+    ResumeState,
+    std::collections::HashMap<String, (Tensor, Tensor)>,
+)> {
+    let mut state = run.load_resume()?;
+    if state.record.corpus_sha256 != corpus.sha256 {
+        let latest = Checkpoint::load(&run.latest());
+        let same_vocabulary = latest.is_ok_and(|c| c.tokenizer.chars() == corpus.tokenizer.chars());
+        input_error!(
+            "corpus {} is not the text the run in {} was trained on ({}); resume with the original corpus, or start a new run",
+            corpus.path.display(),
+            run.path().display(),
+            if same_vocabulary { "its contents changed" } else { "its character vocabulary differs" }
+        );
+    }
+    for (name, shape) in model_config.tensor_shapes() {
+        match state.params.get(&name) {
+            Some(t) if t.dims() == shape.as_slice() => {}
+            found => input_error!(
+                "the run in {} has {name} of shape {:?}, but this model needs {shape:?}; a resumed run keeps its model shape",
+                run.path().display(),
+                found.map(|t| t.dims().to_vec())
+            ),
         }
     }
-}
-
-impl LossWindow {
-    fn add(&mut self, loss: f64) {
-        self.sum += loss;
-        self.count += 1;
+    if state.record.step >= total_steps {
+        input_error!(
+            "the run in {} has already taken {} steps; pass a larger --steps (the total to reach) to continue it",
+            run.path().display(),
+            state.record.step
+        );
     }
-
-    fn mean(&self) -> f64 {
-        self.sum / self.count as f64
-    }
+    let moments = std::mem::take(&mut state.moments);
+    Ok((state, moments))
 }
 
 fn check_config(config: &TrainConfig) -> Result<()> {
@@ -306,7 +486,6 @@ fn check_config(config: &TrainConfig) -> Result<()> {
         ("--seq-len", config.seq_len),
         ("--batch", config.batch),
         ("--eval-every", config.eval_every),
-        ("--log-every", config.log_every),
         ("--val-streams", config.val_streams),
     ];
     for (flag, value) in sizes {
@@ -314,8 +493,21 @@ fn check_config(config: &TrainConfig) -> Result<()> {
             input_error!("{flag} must be at least 1");
         }
     }
-    if !(config.lr.is_finite() && config.lr > 0.0) {
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    if !positive(config.lr) {
         input_error!("--lr must be a positive number, got {}", config.lr);
+    }
+    if let Some(min_lr) = config
+        .min_lr
+        .filter(|&m| !(m.is_finite() && m >= 0.0 && m <= config.lr))
+    {
+        input_error!(
+            "--min-lr must be between 0 and --lr ({}), got {min_lr}",
+            config.lr
+        );
+    }
+    if let Some(epochs) = config.epochs.filter(|&e| !positive(e)) {
+        input_error!("--epochs must be a positive number, got {epochs}");
     }
     if !(0.0..1.0).contains(&config.dropout) {
         input_error!("--dropout must be in [0, 1), got {}", config.dropout);
@@ -326,53 +518,11 @@ fn check_config(config: &TrainConfig) -> Result<()> {
             config.weight_decay
         );
     }
-    if !(config.grad_clip.is_finite() && config.grad_clip > 0.0) {
+    if !positive(config.grad_clip) {
         input_error!(
             "--grad-clip must be a positive number, got {}",
             config.grad_clip
         );
     }
-    Ok(())
-}
-
-fn check_corpus_fits(config: &TrainConfig, corpus: &Corpus) -> Result<()> {
-    let train = corpus.train().len();
-    if train < config.seq_len + 1 {
-        input_error!(
-            "corpus {} has {} characters, so its training part (the first 90%) has {train}, fewer than one window of --seq-len {} plus 1; use --seq-len {} or less, or a longer corpus",
-            corpus.path.display(),
-            corpus.ids.len(),
-            config.seq_len,
-            train.saturating_sub(1).max(1)
-        );
-    }
-    if corpus.val().len() < 2 {
-        input_error!(
-            "corpus {} is too short to hold out a validation part (the last 10% must be at least 2 characters); use a longer corpus",
-            corpus.path.display()
-        );
-    }
-    Ok(())
-}
-
-/// Creates `out` if needed; refuses to replace checkpoints of an earlier run unless asked to.
-fn prepare_out_dir(config: &TrainConfig, checkpoints: &[&Path]) -> Result<()> {
-    let out = &config.out;
-    if out.exists() && !out.is_dir() {
-        input_error!("--out {} is a file; pass a directory", out.display());
-    }
-    if !config.overwrite {
-        if let Some(existing) = checkpoints.iter().find(|p| p.exists()) {
-            input_error!(
-                "{} already holds a checkpoint ({}); choose another --out, or pass --overwrite to replace it",
-                out.display(),
-                existing.display()
-            );
-        }
-    }
-    fs::create_dir_all(out).map_err(|e| Error::io("create directory", out, e))?;
-    let probe = out.join(format!(".write-test.{}", std::process::id()));
-    fs::write(&probe, b"").map_err(|e| Error::io("write in", out, e))?;
-    let _ = fs::remove_file(&probe);
     Ok(())
 }

@@ -147,7 +147,7 @@ fn bad_corpora_are_refused_without_touching_the_output_directory() {
     fs::write(&short, "to be or not to be, that is the question\n").unwrap();
     assert_fails(
         &train(&short, &["--seq-len", "64"]),
-        &["short.txt", "--seq-len 64", "use --seq-len"],
+        &["short.txt", "--seq-len 64", "--batch 1 with --seq-len 35 or less"],
     );
 
     assert_eq!(snapshot(&out), before);
@@ -167,8 +167,12 @@ fn an_existing_run_is_not_overwritten_by_accident() {
         out.to_str().unwrap(),
         "--steps",
         "1",
+        "--seq-len",
+        "32",
+        "--batch",
+        "4",
     ]);
-    assert_fails(&again, &["already holds a checkpoint", "--overwrite"]);
+    assert_fails(&again, &["already holds a run", "--overwrite", "--resume"]);
     assert_eq!(snapshot(out), before);
 }
 

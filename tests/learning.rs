@@ -1,6 +1,9 @@
 //! End-to-end learning through the library: a small model masters a repetitive text.
 
+use std::sync::atomic::AtomicBool;
+
 use candle_core::Device;
+use chargru::run::RunDir;
 use chargru::sample::generate;
 use chargru::train::{train, Progress, TrainConfig};
 use chargru::{Checkpoint, Sampler, SamplingConfig};
@@ -23,12 +26,11 @@ fn a_small_model_learns_a_repeated_pattern_and_greedy_generation_reproduces_it()
         lr: 1e-2,
         dropout: 0.0,
         eval_every: 50,
-        log_every: 50,
         val_streams: 4,
         ..TrainConfig::default()
     };
     let mut val_losses = Vec::new();
-    let summary = train(&config, &Device::Cpu, |p| {
+    let summary = train(&config, &Device::Cpu, &AtomicBool::new(false), |p| {
         if let Progress::Eval { val_loss, .. } = p {
             val_losses.push(*val_loss);
         }
@@ -44,7 +46,7 @@ fn a_small_model_learns_a_repeated_pattern_and_greedy_generation_reproduces_it()
         summary.best_val_loss
     );
 
-    let checkpoint = Checkpoint::load(&summary.best_path).unwrap();
+    let checkpoint = Checkpoint::load(&RunDir::new(&summary.run).best()).unwrap();
     let model = checkpoint.model(&Device::Cpu).unwrap();
     let prompt = checkpoint.tokenizer.encode("the quick").unwrap();
     let greedy = SamplingConfig {
@@ -93,8 +95,8 @@ fn the_same_seed_gives_the_same_model() {
             seed,
             ..TrainConfig::default()
         };
-        let summary = train(&config, &Device::Cpu, |_| {}).unwrap();
-        let checkpoint = Checkpoint::load(&summary.latest_path).unwrap();
+        let summary = train(&config, &Device::Cpu, &AtomicBool::new(false), |_| {}).unwrap();
+        let checkpoint = Checkpoint::load(&RunDir::new(&summary.run).latest()).unwrap();
         let mut tensors: Vec<(String, Vec<f32>)> = checkpoint
             .tensors
             .iter()

@@ -7,7 +7,7 @@ mod train;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::Result;
 use generate::GenerateArgs;
@@ -36,15 +36,18 @@ enum Command {
 
 /// Parses the process arguments, runs the command and reports any error as one line on stderr.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) if !e.use_stderr() => e.exit(), // --help and --version
         Err(e) => {
             eprintln!("{}", one_line(&e.to_string()));
             return ExitCode::from(2);
         }
     };
-    match run(cli.command) {
+    match run(cli.command, &matches) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -63,9 +66,12 @@ fn one_line(message: &str) -> String {
     format!("{}; see --help", kept.join("; "))
 }
 
-fn run(command: Command) -> Result<()> {
+fn run(command: Command, matches: &ArgMatches) -> Result<()> {
     match command {
-        Command::Train(args) => train::run(args),
+        Command::Train(args) => {
+            let empty = ArgMatches::default();
+            train::run(args, matches.subcommand_matches("train").unwrap_or(&empty))
+        }
         Command::Generate(args) => generate::run(args),
         Command::Eval(args) => inspect::run_eval(args),
         Command::Info(args) => inspect::run_info(args),

@@ -1,30 +1,44 @@
-//! `chargru train`.
+//! `chargru train`: flags, resuming, Ctrl-C, and progress on a terminal or in a log.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Args;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
+use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{non_negative, parse_duration, positive, probability};
+use crate::data::Batching;
 use crate::device::{select, DeviceChoice};
-use crate::train::{train, Progress, TrainConfig};
-use crate::Result;
+use crate::run::RunDir;
+use crate::schedule::ScheduleKind;
+use crate::train::{train, Progress, Stopped, TrainConfig, TrainSummary};
+use crate::{input_error, Result};
 
 #[derive(Args, Debug)]
 pub(super) struct TrainArgs {
-    /// UTF-8 text file to learn from; the last 10% of its characters are held out for validation.
+    /// UTF-8 text file, or a directory of them (read in sorted order), to learn from; the last 10% is validation.
     #[arg(long, default_value = "corpus/tinyshakespeare.txt")]
     corpus: PathBuf,
-    /// Directory for best.safetensors (lowest validation loss) and latest.safetensors.
+    /// Run directory: checkpoints, config.json, metrics.jsonl, loss.svg and the resume state.
     #[arg(long, default_value = "checkpoints/tinyshakespeare")]
     out: PathBuf,
-    /// Replace the checkpoints of an earlier run in --out.
-    #[arg(long)]
+    /// Continue the run in this directory (or the directory of this checkpoint) exactly where it stopped.
+    #[arg(long, value_name = "DIR_OR_FILE")]
+    resume: Option<PathBuf>,
+    /// Replace the run already in --out.
+    #[arg(long, conflicts_with = "resume")]
     overwrite: bool,
-    /// Optimizer steps to take.
+    /// Optimizer steps to reach (with --resume: the total, earlier steps included).
     #[arg(long, default_value_t = TrainConfig::default().steps)]
     steps: usize,
-    /// Stop after this much training time, e.g. 90s, 30m, 1h30m (checkpoints are written).
+    /// Passes over the training text to make, instead of --steps.
+    #[arg(long, conflicts_with = "steps", value_parser = positive)]
+    epochs: Option<f64>,
+    /// Stop after this much training time, e.g. 90s, 30m, 1h30m; checkpoints are written.
     #[arg(long, value_parser = parse_duration)]
     time: Option<Duration>,
     /// Units in each GRU layer (H).
@@ -42,9 +56,21 @@ pub(super) struct TrainArgs {
     /// Windows per step (N).
     #[arg(long, default_value_t = TrainConfig::default().batch)]
     batch: usize,
-    /// AdamW learning rate.
+    /// stateful: each batch row reads its own stream, the hidden state carried between windows; random: windows at random offsets.
+    #[arg(long, value_enum, default_value_t = TrainConfig::default().batching)]
+    batching: Batching,
+    /// Peak AdamW learning rate.
     #[arg(long, default_value_t = TrainConfig::default().lr, value_parser = positive, allow_negative_numbers = true)]
     lr: f64,
+    /// Learning rate the cosine decays to [default: --lr / 10].
+    #[arg(long, value_parser = non_negative, allow_negative_numbers = true)]
+    min_lr: Option<f64>,
+    /// Steps of linear warm-up [default: 100, or a tenth of the run if shorter].
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// The learning rate after warm-up: cosine decay to --min-lr over the run, or constant.
+    #[arg(long, value_enum, default_value_t = TrainConfig::default().schedule)]
+    schedule: ScheduleKind,
     /// AdamW decoupled weight decay.
     #[arg(long, default_value_t = TrainConfig::default().weight_decay, value_parser = non_negative, allow_negative_numbers = true)]
     weight_decay: f64,
@@ -57,91 +83,285 @@ pub(super) struct TrainArgs {
     /// Measure the validation loss and write checkpoints every N steps.
     #[arg(long, default_value_t = TrainConfig::default().eval_every)]
     eval_every: usize,
-    /// Print the training loss every N steps.
-    #[arg(long, default_value_t = TrainConfig::default().log_every)]
-    log_every: usize,
+    /// When output is not a terminal, print a progress line every N steps.
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..))]
+    log_every: u64,
     /// Seed for the initial weights, the batches and dropout: equal seeds give equal runs.
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
+    /// Print nothing while training.
+    #[arg(long)]
+    quiet: bool,
     /// Where to compute.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
 }
 
-pub(super) fn run(args: TrainArgs) -> Result<()> {
-    let config = TrainConfig {
-        corpus: args.corpus,
-        out: args.out,
-        overwrite: args.overwrite,
-        steps: args.steps,
-        time: args.time,
-        embed: args.embed,
-        hidden: args.hidden,
-        layers: args.layers,
-        seq_len: args.seq_len,
-        batch: args.batch,
-        lr: args.lr,
-        weight_decay: args.weight_decay,
-        dropout: args.dropout,
-        grad_clip: args.grad_clip,
-        eval_every: args.eval_every,
-        log_every: args.log_every,
-        seed: args.seed,
-        ..TrainConfig::default()
+impl TrainArgs {
+    fn config(&self) -> TrainConfig {
+        TrainConfig {
+            corpus: self.corpus.clone(),
+            out: self.out.clone(),
+            resume: false,
+            overwrite: self.overwrite,
+            steps: self.steps,
+            epochs: self.epochs,
+            time: self.time,
+            embed: self.embed,
+            hidden: self.hidden,
+            layers: self.layers,
+            seq_len: self.seq_len,
+            batch: self.batch,
+            batching: self.batching,
+            lr: self.lr,
+            min_lr: self.min_lr,
+            warmup: self.warmup,
+            schedule: self.schedule,
+            weight_decay: self.weight_decay,
+            dropout: self.dropout,
+            grad_clip: self.grad_clip,
+            eval_every: self.eval_every,
+            val_streams: TrainConfig::default().val_streams,
+            seed: self.seed,
+        }
+    }
+}
+
+pub(super) fn run(args: TrainArgs, matches: &ArgMatches) -> Result<()> {
+    let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let config = match &args.resume {
+        None => args.config(),
+        Some(path) => resumed_config(path, &args.config(), given)?,
     };
     let device = select(args.device)?;
-    let summary = train(&config, &device, |progress| {
-        print_progress(&config, progress)
-    })?;
-    println!(
-        "done: best validation loss {:.4} in {}; latest in {}",
-        summary.best_val_loss,
-        summary.best_path.display(),
-        summary.latest_path.display()
-    );
-    println!(
-        "try: cargo run --release -- generate --checkpoint {} --prompt \"ROMEO:\"",
-        summary.best_path.display()
-    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_stop = Arc::clone(&stop);
+    // A second Ctrl-C quits at once: every file is written by rename, so none is left half-written.
+    let _ = ctrlc::set_handler(move || {
+        if handler_stop.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step and saving; press Ctrl-C again to quit at once");
+    });
+    let mut reporter = Reporter::new(&config, &args);
+    let summary = train(&config, &device, &stop, |progress| {
+        reporter.report(progress)
+    });
+    reporter.finish();
+    let summary = summary?;
+    print_summary(&summary, args.quiet);
     Ok(())
 }
 
-fn print_progress(config: &TrainConfig, progress: &Progress) {
-    match *progress {
-        Progress::Started {
-            chars,
-            vocab_size,
-            train_chars,
-            val_chars,
-            parameters,
-        } => println!(
-            "corpus {}: {chars} characters, {vocab_size} distinct; {train_chars} for training, {val_chars} for validation\nmodel: embedding {}, {} GRU layer(s) of {}, {parameters} parameters; {} steps of {}×{} characters",
-            config.corpus.display(),
-            config.embed,
-            config.layers,
-            config.hidden,
-            config.steps,
-            config.batch,
-            config.seq_len
-        ),
-        Progress::Step {
-            step,
-            steps,
-            train_loss,
-            grad_norm,
-            tokens_per_second,
-        } => println!(
-            "step {step:>6}/{steps} | train loss {train_loss:.4} | grad norm {grad_norm:6.3} | {tokens_per_second:>7.0} chars/s"
-        ),
-        Progress::Eval {
-            step,
-            val_loss,
-            best,
-            seconds,
-        } => println!(
-            "step {step:>6}/{} | val loss {val_loss:.4}{} | measured in {seconds:.1}s",
-            config.steps,
-            if best { " (best so far, saved)" } else { "" }
-        ),
+/// The run's recorded configuration, with what may change between sessions taken from
+/// the command line; any other flag given with a different value is an error.
+fn resumed_config(
+    path: &Path,
+    given_config: &TrainConfig,
+    given: impl Fn(&str) -> bool,
+) -> Result<TrainConfig> {
+    let dir = if path.is_file() {
+        path.parent().unwrap_or(Path::new(".")).to_path_buf()
+    } else {
+        path.to_path_buf()
+    };
+    let mut config = RunDir::new(&dir).read_config()?;
+    if given("out") && given_config.out != dir {
+        input_error!(
+            "--out {} and --resume {} name different runs; give only --resume",
+            given_config.out.display(),
+            dir.display()
+        );
     }
+    let g = given_config;
+    let fixed = [
+        ("corpus", g.corpus != config.corpus),
+        ("hidden", g.hidden != config.hidden),
+        ("layers", g.layers != config.layers),
+        ("embed", g.embed != config.embed),
+        ("seq_len", g.seq_len != config.seq_len),
+        ("batch", g.batch != config.batch),
+        ("batching", g.batching != config.batching),
+        ("lr", g.lr != config.lr),
+        ("min_lr", g.min_lr != config.min_lr),
+        ("warmup", g.warmup != config.warmup),
+        ("schedule", g.schedule != config.schedule),
+        ("weight_decay", g.weight_decay != config.weight_decay),
+        ("dropout", g.dropout != config.dropout),
+        ("grad_clip", g.grad_clip != config.grad_clip),
+        ("seed", g.seed != config.seed),
+    ];
+    if let Some((id, _)) = fixed.iter().find(|(id, differs)| *differs && given(id)) {
+        input_error!(
+            "--{} differs from the run in {} (see its config.json); a resumed run keeps its corpus, model and training settings, so drop the flag or start a new run with another --out",
+            id.replace('_', "-"),
+            dir.display()
+        );
+    }
+    if given("steps") {
+        config.steps = g.steps;
+        config.epochs = None;
+    }
+    if given("epochs") {
+        config.epochs = g.epochs;
+    }
+    if given("eval_every") {
+        config.eval_every = g.eval_every;
+    }
+    config.time = g.time;
+    config.out = dir;
+    config.resume = true;
+    Ok(config)
+}
+
+/// Progress as a live bar on a terminal, as plain lines otherwise, or nothing with --quiet.
+struct Reporter {
+    bar: Option<ProgressBar>,
+    plain: bool,
+    log_every: usize,
+    total_steps: usize,
+    smoothed_loss: Option<f64>,
+    last_val: Option<f64>,
+    corpus: String,
+    config: TrainConfig,
+}
+
+impl Reporter {
+    fn new(config: &TrainConfig, args: &TrainArgs) -> Self {
+        let terminal = std::io::stdout().is_terminal();
+        Self {
+            bar: None,
+            plain: !args.quiet && !terminal,
+            log_every: args.log_every as usize,
+            total_steps: 0,
+            smoothed_loss: None,
+            last_val: None,
+            corpus: config.corpus.display().to_string(),
+            config: config.clone(),
+        }
+        .with_bar(!args.quiet && terminal)
+    }
+
+    fn with_bar(mut self, bar: bool) -> Self {
+        if bar {
+            let style = ProgressStyle::with_template(
+                "[{bar:30.cyan/blue}] {pos}/{len} steps · {msg} · ETA {eta}",
+            )
+            .expect("the template is valid")
+            .progress_chars("=> ");
+            self.bar = Some(ProgressBar::hidden().with_style(style));
+        }
+        self
+    }
+
+    fn line(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None if self.plain => println!("{text}"),
+            None => {}
+        }
+    }
+
+    fn report(&mut self, progress: &Progress) {
+        match *progress {
+            Progress::Started {
+                chars,
+                vocab_size,
+                train_chars,
+                val_chars,
+                parameters,
+                start_step,
+                total_steps,
+                steps_per_epoch,
+            } => {
+                self.total_steps = total_steps;
+                let c = &self.config;
+                let resuming = if start_step > 0 {
+                    format!("resuming at step {start_step}; ")
+                } else {
+                    String::new()
+                };
+                self.line(&format!(
+                    "corpus {}: {chars} characters, {vocab_size} distinct; {train_chars} for training, {val_chars} for validation\nmodel: embedding {}, {} GRU layer(s) of {}, {parameters} parameters; {resuming}{total_steps} steps of {}×{} characters ({steps_per_epoch} per epoch, {} batching); run directory {}",
+                    self.corpus, c.embed, c.layers, c.hidden, c.batch, c.seq_len, format!("{:?}", c.batching).to_lowercase(), c.out.display()
+                ));
+                if let Some(bar) = &self.bar {
+                    bar.set_length(total_steps as u64);
+                    bar.set_position(start_step as u64);
+                    bar.reset_eta();
+                    bar.set_draw_target(indicatif::ProgressDrawTarget::stdout());
+                }
+            }
+            Progress::Step {
+                step,
+                epoch,
+                loss,
+                grad_norm,
+                lr,
+                tokens_per_second,
+            } => {
+                let smoothed = self.smoothed_loss.map_or(loss, |s| 0.95 * s + 0.05 * loss);
+                self.smoothed_loss = Some(smoothed);
+                let val = self
+                    .last_val
+                    .map_or_else(|| "–".to_string(), |v| format!("{v:.4}"));
+                let status = format!(
+                    "epoch {epoch:.2} · train loss {smoothed:.4} · val {val} · {tokens_per_second:.0} chars/s · lr {lr:.2e}"
+                );
+                if let Some(bar) = &self.bar {
+                    bar.set_position(step as u64);
+                    bar.set_message(status);
+                } else if step % self.log_every == 0 || step == self.total_steps {
+                    self.line(&format!(
+                        "step {step:>6}/{} · {status} · grad norm {grad_norm:.3}",
+                        self.total_steps
+                    ));
+                }
+            }
+            Progress::Eval {
+                step,
+                val_loss,
+                best,
+                seconds,
+            } => {
+                self.last_val = Some(val_loss);
+                self.line(&format!(
+                    "step {step:>6}/{} · val loss {val_loss:.4}{} · measured in {seconds:.1}s",
+                    self.total_steps,
+                    if best { " (best so far, saved)" } else { "" }
+                ));
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.abandon();
+        }
+    }
+}
+
+fn print_summary(summary: &TrainSummary, quiet: bool) {
+    let dir = summary.run.display();
+    let resume = format!("chargru train --resume {dir}");
+    match summary.stopped {
+        Stopped::Interrupted => {
+            eprintln!(
+                "stopped at step {}; checkpoints saved in {dir}; continue with: {resume}",
+                summary.step
+            );
+            return;
+        }
+        _ if quiet => return,
+        Stopped::OutOfTime => println!(
+            "time is up at step {}; checkpoints saved in {dir}; continue with: {resume} --steps N",
+            summary.step
+        ),
+        Stopped::Finished => println!("done: {} steps", summary.step),
+    }
+    println!(
+        "best validation loss {:.4} in {dir}/best.safetensors; loss curve {dir}/loss.svg",
+        summary.best_val_loss
+    );
+    println!("try: cargo run --release -- generate --checkpoint {dir}/best.safetensors --prompt \"ROMEO:\"");
 }
