@@ -279,7 +279,10 @@ impl Batcher {
                     fits.push(format!("--batch {} or less", train_len / (t + 1)));
                 }
                 if fits.is_empty() && train_len >= 2 {
-                    fits.push(format!("--batch 1 with --seq-len {} or less", train_len - 1));
+                    fits.push(format!(
+                        "--batch 1 with --seq-len {} or less",
+                        train_len - 1
+                    ));
                 }
                 if train_len > t {
                     fits.push("--batching random".to_string());
@@ -316,7 +319,7 @@ impl Batcher {
 
     /// Whether step `step` (from 1) starts a pass, so a carried hidden state must restart from zeros.
     pub fn starts_epoch(&self, step: usize) -> bool {
-        (step - 1) % self.steps_per_epoch() == 0
+        (step - 1).is_multiple_of(self.steps_per_epoch())
     }
 
     /// Passes over the training text completed after `step` steps.

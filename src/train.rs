@@ -228,7 +228,7 @@ pub fn train(
         None
     };
     let mut record = match &resumed {
-        Some((state, _)) => state.record.clone(),
+        Some(state) => state.record.clone(),
         None => ResumeRecord {
             step: 0,
             optimizer_steps: 0,
@@ -243,7 +243,7 @@ pub fn train(
     let elapsed_before = record.elapsed_seconds;
 
     let params = match &resumed {
-        Some((state, _)) => ParamStore::from_tensors(state.params.clone())?,
+        Some(state) => ParamStore::from_tensors(state.params.clone())?,
         None => ParamStore::new(config.seed),
     };
     let model = CharGru::new(&model_config, params.var_builder(DTYPE, device))?;
@@ -254,9 +254,8 @@ pub fn train(
     let mut optimizer = AdamW::new(params.vars(), optimizer_config)?;
     let stateful = config.batching == Batching::Stateful;
     let mut hidden: State = model.zero_state(n)?;
-    if let Some((state, moments)) = resumed {
-        let mut moments = moments;
-        optimizer.restore(record.optimizer_steps, |name| moments.remove(name))?;
+    if let Some(mut state) = resumed {
+        optimizer.restore(record.optimizer_steps, |name| state.moments.remove(name))?;
         if stateful {
             if state.hidden.len() != hidden.len() {
                 input_error!(
@@ -473,8 +472,7 @@ fn load_resume(
             state.record.step
         );
     }
-    let moments = std::mem::take(&mut state.moments);
-    Ok((state, moments))
+    Ok(state)
 }
 
 fn check_config(config: &TrainConfig) -> Result<()> {

@@ -147,7 +147,11 @@ fn bad_corpora_are_refused_without_touching_the_output_directory() {
     fs::write(&short, "to be or not to be, that is the question\n").unwrap();
     assert_fails(
         &train(&short, &["--seq-len", "64"]),
-        &["short.txt", "--seq-len 64", "--batch 1 with --seq-len 35 or less"],
+        &[
+            "short.txt",
+            "--seq-len 64",
+            "--batch 1 with --seq-len 35 or less",
+        ],
     );
 
     assert_eq!(snapshot(&out), before);
