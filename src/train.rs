@@ -433,18 +433,14 @@ pub fn train(
     })
 }
 
-/// The saved state of the run in `run`, checked against this corpus and model, with the
-/// optimizer moments split out.
+/// The saved state of the run in `run`, checked against this corpus and model.
 fn load_resume(
     run: &RunDir,
     corpus: &Corpus,
     model_config: &ModelConfig,
     total_steps: usize,
-) -> Result<(
-    ResumeState,
-    std::collections::HashMap<String, (Tensor, Tensor)>,
-)> {
-    let mut state = run.load_resume()?;
+) -> Result<ResumeState> {
+    let state = run.load_resume()?;
     if state.record.corpus_sha256 != corpus.sha256 {
         let latest = Checkpoint::load(&run.latest());
         let same_vocabulary = latest.is_ok_and(|c| c.tokenizer.chars() == corpus.tokenizer.chars());
