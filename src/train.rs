@@ -312,13 +312,12 @@ pub fn train(
             } else {
                 ("loss", loss)
             };
-            let last_good =
-                last_good_loss.map_or_else(|| "none yet".to_string(), |l: f64| format!("{l:.4}"));
-            input_error!(
-                "training diverged at step {step}: the {what} became {value} (last good loss {last_good}); the checkpoints in {} are from before it and intact; start again with a lower --lr than {}",
-                run.path().display(),
-                config.lr
-            );
+            return Err(diverged(
+                config,
+                step,
+                &format!("the {what} became {value}"),
+                last_good_loss,
+            ));
         }
         last_good_loss = Some(loss);
         let lr = record.schedule.lr(step);
@@ -362,6 +361,14 @@ pub fn train(
         };
         let measured_in = started.elapsed().as_secs_f64();
         eval_seconds += measured_in;
+        if val_loss.is_some_and(|v| !v.is_finite()) || !all_finite(&params)? {
+            return Err(diverged(
+                config,
+                step,
+                "the weights became infinite or NaN",
+                last_good_loss,
+            ));
+        }
         record.elapsed_seconds = elapsed_before + session.elapsed().as_secs_f64();
         let checkpoint = Checkpoint {
             config: model_config.clone(),
@@ -431,6 +438,31 @@ pub fn train(
         best_val_loss: record.best_val_loss.unwrap_or(f64::INFINITY),
         run: run.path().to_path_buf(),
     })
+}
+
+/// The error that stops a diverged run: where, what, and what to do.
+fn diverged(config: &TrainConfig, step: usize, what: &str, last_good_loss: Option<f64>) -> Error {
+    let last_good = last_good_loss.map_or_else(|| "none yet".to_string(), |l| format!("{l:.4}"));
+    Error::Input(format!(
+        "training diverged at step {step}: {what} (last good loss {last_good}); the checkpoints in {} are from before it and intact; start again with a lower --lr than {}",
+        config.out.display(),
+        config.lr
+    ))
+}
+
+/// Whether every parameter is finite, checked before a save so no checkpoint holds a diverged model.
+fn all_finite(params: &ParamStore) -> Result<bool> {
+    for (_, var) in params.vars() {
+        let values = var
+            .as_tensor()
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?;
+        if values.iter().any(|v| !v.is_finite()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The saved state of the run in `run`, checked against this corpus and model.

@@ -1,6 +1,6 @@
 //! `chargru train`: flags, resuming, Ctrl-C, and progress on a terminal or in a log.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -257,7 +257,7 @@ impl Reporter {
     fn line(&self, text: &str) {
         match &self.bar {
             Some(bar) => bar.println(text),
-            None if self.plain => println!("{text}"),
+            None if self.plain => say(text),
             None => {}
         }
     }
@@ -353,15 +353,22 @@ fn print_summary(summary: &TrainSummary, quiet: bool) {
             return;
         }
         _ if quiet => return,
-        Stopped::OutOfTime => println!(
+        Stopped::OutOfTime => say(&format!(
             "time is up at step {}; checkpoints saved in {dir}; continue with: {resume} --steps N",
             summary.step
-        ),
-        Stopped::Finished => println!("done: {} steps", summary.step),
+        )),
+        Stopped::Finished => say(&format!("done: {} steps", summary.step)),
     }
-    println!(
+    say(&format!(
         "best validation loss {:.4} in {dir}/best.safetensors; loss curve {dir}/loss.svg",
         summary.best_val_loss
-    );
-    println!("try: cargo run --release -- generate --checkpoint {dir}/best.safetensors --prompt \"ROMEO:\"");
+    ));
+    say(&format!(
+        "try: cargo run --release -- generate --checkpoint {dir}/best.safetensors --prompt \"ROMEO:\""
+    ));
+}
+
+/// Prints a line of the log; a closed stdout (`chargru train | head`) must not stop training.
+fn say(text: &str) {
+    let _ = writeln!(std::io::stdout(), "{text}");
 }
