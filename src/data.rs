@@ -145,7 +145,7 @@ impl Corpus {
     /// subdirectories too, hidden ones aside) are read in sorted path order and concatenated.
     /// Its last 10% of characters (see [`train_chars`]) are the validation split.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = if path.is_dir() {
+        let files = if path.is_dir() {
             let files = corpus_files(path)?;
             if files.is_empty() {
                 input_error!(
@@ -153,14 +153,29 @@ impl Corpus {
                     path.display()
                 );
             }
-            let mut text = String::new();
-            for file in files {
-                text.push_str(&read_text(&file, "corpus file")?);
-            }
-            text
+            files
         } else {
-            read_text(path, "corpus")?
+            vec![path.to_path_buf()]
         };
+        check_memory(path, &files)?;
+        let mut text = String::new();
+        for file in &files {
+            let piece = read_text(
+                file,
+                if path.is_dir() {
+                    "corpus file"
+                } else {
+                    "corpus"
+                },
+            )?;
+            if let Some(offset) = piece.find('\0') {
+                input_error!(
+                    "corpus {} has a NUL byte at byte offset {offset}, so it looks like a binary file; pass text files only",
+                    file.display()
+                );
+            }
+            text.push_str(&piece);
+        }
         let sha256 = format!("{:x}", Sha256::digest(text.as_bytes()));
         let tokenizer = CharTokenizer::from_text(&text)?;
         match tokenizer.vocab_size() {
@@ -174,7 +189,17 @@ impl Corpus {
             ),
             _ => {}
         }
-        let ids = tokenizer.encode(&text)?;
+        // Encoding piece by piece keeps the tokenizer's per-token bookkeeping small.
+        let mut ids = Vec::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while !rest.is_empty() {
+            let mut cut = rest.len().min(1 << 20);
+            while !rest.is_char_boundary(cut) {
+                cut += 1;
+            }
+            ids.extend(tokenizer.encode(&rest[..cut])?);
+            rest = &rest[cut..];
+        }
         let split = train_chars(ids.len());
         Ok(Self {
             path: path.to_path_buf(),
@@ -202,6 +227,43 @@ impl Corpus {
     pub fn val(&self) -> &[u32] {
         &self.ids[self.split..]
     }
+}
+
+/// Refuses a corpus whose text and token ids (about 5 bytes per byte of text) would not
+/// fit in the memory the system has available, before trying to read it.
+fn check_memory(path: &Path, files: &[PathBuf]) -> Result<()> {
+    let mut bytes = 0u64;
+    for file in files {
+        let metadata = fs::metadata(file).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => Error::Input(format!(
+                "corpus {} does not exist; pass the path of a UTF-8 text file or a directory of them",
+                file.display()
+            )),
+            _ => Error::io("read", file, e),
+        })?;
+        bytes += metadata.len();
+    }
+    let needed = bytes.saturating_mul(5);
+    if let Some(available) = available_memory() {
+        if needed > available {
+            input_error!(
+                "corpus {} has {:.1} GB of text, and training on it needs about {:.1} GB of memory but only {:.1} GB is available; train on a part of it",
+                path.display(),
+                bytes as f64 / 1e9,
+                needed as f64 / 1e9,
+                available as f64 / 1e9
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The memory the system can give this process now, in bytes, where the platform tells.
+fn available_memory() -> Option<u64> {
+    let meminfo = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// The files of a corpus directory, recursively, hidden names skipped, in sorted path order.

@@ -128,10 +128,17 @@ impl Gru {
             Some(h0) => h0.clone(),
             None => self.zero_state(n)?,
         };
+        // candle's backward of a slice is a zero-padded copy of the whole sliced tensor, so
+        // slicing each step out of [N, T, 3H] would cost T full copies in the backward pass.
+        // Slicing blocks of ~√T steps first, then steps out of a block, costs about 2√T.
+        let block = (t as f64).sqrt().ceil().max(1.0) as usize;
         let mut ys = Vec::with_capacity(t);
-        for step in 0..t {
-            h = self.recur(&gx.i((.., step))?, &h, &u)?;
-            ys.push(h.clone());
+        for start in (0..t).step_by(block) {
+            let gx_block = gx.narrow(1, start, block.min(t - start))?; // [N, B, 3H]
+            for step in 0..gx_block.dim(1)? {
+                h = self.recur(&gx_block.i((.., step))?, &h, &u)?;
+                ys.push(h.clone());
+            }
         }
         Ok((Tensor::stack(&ys, 1)?, h)) // [N, T, H], [N, H]
     }

@@ -79,6 +79,30 @@ pub struct ResumeState {
 
 const RESUME_KEY: &str = "chargru.resume";
 
+/// Holds a run directory's `train.lock`; removes it when dropped.
+pub struct RunLock {
+    path: PathBuf,
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Whether `pid` is a live chargru process (Linux; elsewhere any lock is taken as live).
+fn process_is_chargru(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return false;
+    }
+    let proc = Path::new("/proc");
+    if !proc.is_dir() {
+        return true;
+    }
+    fs::read_to_string(proc.join(pid.to_string()).join("comm"))
+        .is_ok_and(|name| name.trim() == "chargru")
+}
+
 /// The files of one training run.
 pub struct RunDir {
     path: PathBuf,
@@ -127,6 +151,45 @@ impl RunDir {
         self.path.join("loss.svg")
     }
 
+    /// Claims the directory for this process until the returned guard is dropped; refused
+    /// while another live chargru process holds it. A lock left by a process that died
+    /// (killed, or quit by a second Ctrl-C) is taken over.
+    pub fn lock(&self) -> Result<RunLock> {
+        let path = self.path.join("train.lock");
+        for _ in 0..2 {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    use std::io::Write;
+                    writeln!(file, "{}", std::process::id())
+                        .map_err(|e| Error::io("write", &path, e))?;
+                    return Ok(RunLock { path });
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    let holder = fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u32>().ok());
+                    if let Some(pid) = holder.filter(|&pid| process_is_chargru(pid)) {
+                        input_error!(
+                            "{} is in use by another `chargru train` (process {pid}); wait for it to finish or stop it, or train into another --out",
+                            self.path.display()
+                        );
+                    }
+                    fs::remove_file(&path)
+                        .map_err(|e| Error::io("remove the stale lock", &path, e))?;
+                }
+                Err(e) => return Err(Error::io("create", &path, e)),
+            }
+        }
+        input_error!(
+            "cannot take the lock {}; remove it if no chargru is training there",
+            path.display()
+        )
+    }
+
     fn run_files(&self) -> [PathBuf; 6] {
         [
             self.best(),
@@ -138,12 +201,23 @@ impl RunDir {
         ]
     }
 
-    /// Makes the directory ready for a new run: refuses to replace an earlier run's files
-    /// unless `overwrite`, in which case they are removed.
-    pub fn start_new(&self, overwrite: bool) -> Result<()> {
+    /// Creates the directory if needed and checks that files can be written in it.
+    pub fn prepare(&self) -> Result<()> {
         if self.path.exists() && !self.path.is_dir() {
             input_error!("--out {} is a file; pass a directory", self.path.display());
         }
+        fs::create_dir_all(&self.path).map_err(|e| Error::io("create directory", &self.path, e))?;
+        let probe = self
+            .path
+            .join(format!(".write-test.{}", std::process::id()));
+        fs::write(&probe, b"").map_err(|e| Error::io("write in", &self.path, e))?;
+        let _ = fs::remove_file(&probe);
+        Ok(())
+    }
+
+    /// Makes the (prepared and locked) directory ready for a new run: refuses to replace an
+    /// earlier run's files unless `overwrite`, in which case they are removed.
+    pub fn start_new(&self, overwrite: bool) -> Result<()> {
         let existing: Vec<PathBuf> = self
             .run_files()
             .into_iter()
@@ -157,12 +231,6 @@ impl RunDir {
                 self.path.display()
             );
         }
-        fs::create_dir_all(&self.path).map_err(|e| Error::io("create directory", &self.path, e))?;
-        let probe = self
-            .path
-            .join(format!(".write-test.{}", std::process::id()));
-        fs::write(&probe, b"").map_err(|e| Error::io("write in", &self.path, e))?;
-        let _ = fs::remove_file(&probe);
         for file in existing {
             fs::remove_file(&file).map_err(|e| Error::io("remove", &file, e))?;
         }

@@ -220,6 +220,8 @@ pub fn train(
         dropout: config.dropout,
     };
     let run = RunDir::new(&config.out);
+    run.prepare()?;
+    let _lock = run.lock()?;
     let resumed = if config.resume {
         Some(load_resume(&run, &corpus, &model_config, total_steps)?)
     } else {

@@ -20,6 +20,7 @@ pub const MAX_LENGTH: usize = 10_000_000;
 pub const MAX_SAMPLES: usize = 1024;
 
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub(super) struct GenerateArgs {
     /// Checkpoint written by `chargru train`.
     #[arg(long)]
@@ -31,13 +32,13 @@ pub(super) struct GenerateArgs {
     #[arg(long, default_value_t = 500, value_parser = length)]
     length: usize,
     /// Softmax temperature: lower is safer, higher is wilder; 0 always picks the likeliest character.
-    #[arg(long, default_value_t = 0.8, value_parser = non_negative, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.8, value_parser = non_negative)]
     temperature: f64,
     /// Sample only among the K likeliest characters.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     top_k: Option<u32>,
     /// Sample only among the likeliest characters whose probabilities add up to P, in (0, 1].
-    #[arg(long, value_parser = top_p, allow_negative_numbers = true)]
+    #[arg(long, value_parser = top_p)]
     top_p: Option<f64>,
     /// Seed of the sampler: equal seeds and arguments give equal text (random when absent).
     #[arg(long)]

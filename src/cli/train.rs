@@ -19,6 +19,7 @@ use crate::train::{train, Progress, Stopped, TrainConfig, TrainSummary};
 use crate::{input_error, Result};
 
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub(super) struct TrainArgs {
     /// UTF-8 text file, or a directory of them (read in sorted order), to learn from; the last 10% is validation.
     #[arg(long, default_value = "corpus/tinyshakespeare.txt")]
@@ -60,10 +61,10 @@ pub(super) struct TrainArgs {
     #[arg(long, value_enum, default_value_t = TrainConfig::default().batching)]
     batching: Batching,
     /// Peak AdamW learning rate.
-    #[arg(long, default_value_t = TrainConfig::default().lr, value_parser = positive, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = TrainConfig::default().lr, value_parser = positive)]
     lr: f64,
     /// Learning rate the cosine decays to [default: --lr / 10].
-    #[arg(long, value_parser = non_negative, allow_negative_numbers = true)]
+    #[arg(long, value_parser = non_negative)]
     min_lr: Option<f64>,
     /// Steps of linear warm-up [default: 100, or a tenth of the run if shorter].
     #[arg(long)]
@@ -72,13 +73,13 @@ pub(super) struct TrainArgs {
     #[arg(long, value_enum, default_value_t = TrainConfig::default().schedule)]
     schedule: ScheduleKind,
     /// AdamW decoupled weight decay.
-    #[arg(long, default_value_t = TrainConfig::default().weight_decay, value_parser = non_negative, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = TrainConfig::default().weight_decay, value_parser = non_negative)]
     weight_decay: f64,
     /// Dropout probability between layers and before the head, in [0, 1).
-    #[arg(long, default_value_t = TrainConfig::default().dropout, value_parser = probability, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = TrainConfig::default().dropout, value_parser = probability)]
     dropout: f64,
     /// Scale gradients down to this global L2 norm when they exceed it.
-    #[arg(long, default_value_t = TrainConfig::default().grad_clip, value_parser = positive, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = TrainConfig::default().grad_clip, value_parser = positive)]
     grad_clip: f64,
     /// Measure the validation loss and write checkpoints every N steps.
     #[arg(long, default_value_t = TrainConfig::default().eval_every)]
