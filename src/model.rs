@@ -28,17 +28,49 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// The checkpoint's tensors as (name, shape), in SPEC's order.
     pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        (0..self.tensor_count())
+            .map(|k| self.tensor_shape(k))
+            .collect()
+    }
+
+    /// How many tensors the model has: 3 per layer, the embedding and the head's two.
+    pub fn tensor_count(&self) -> usize {
+        3 * self.num_layers + 3
+    }
+
+    /// The `k`-th tensor in SPEC's order, as (name, shape).
+    pub fn tensor_shape(&self, k: usize) -> (String, Vec<usize>) {
         let (v, e, h) = (self.vocab_size, self.embed_dim, self.hidden_size);
-        let mut shapes = vec![("embedding.weight".to_string(), vec![v, e])];
-        for l in 0..self.num_layers {
-            let input = if l == 0 { e } else { h };
-            shapes.push((format!("gru.{l}.weight_x"), vec![3 * h, input]));
-            shapes.push((format!("gru.{l}.weight_h"), vec![3 * h, h]));
-            shapes.push((format!("gru.{l}.bias"), vec![3 * h]));
+        let last = self.tensor_count() - 1;
+        match k {
+            0 => ("embedding.weight".to_string(), vec![v, e]),
+            k if k == last - 1 => ("head.weight".to_string(), vec![v, h]),
+            k if k == last => ("head.bias".to_string(), vec![v]),
+            k => {
+                let (l, part) = ((k - 1) / 3, (k - 1) % 3);
+                let input = if l == 0 { e } else { h };
+                match part {
+                    0 => (format!("gru.{l}.weight_x"), vec![3 * h, input]),
+                    1 => (format!("gru.{l}.weight_h"), vec![3 * h, h]),
+                    _ => (format!("gru.{l}.bias"), vec![3 * h]),
+                }
+            }
         }
-        shapes.push(("head.weight".to_string(), vec![v, h]));
-        shapes.push(("head.bias".to_string(), vec![v]));
-        shapes
+    }
+
+    /// Whether the model has a tensor called `name`.
+    pub fn has_tensor(&self, name: &str) -> bool {
+        match name {
+            "embedding.weight" | "head.weight" | "head.bias" => true,
+            _ => name
+                .strip_prefix("gru.")
+                .and_then(|rest| rest.split_once('.'))
+                .is_some_and(|(l, part)| {
+                    matches!(part, "weight_x" | "weight_h" | "bias")
+                        && l.parse::<usize>()
+                            .is_ok_and(|n| n < self.num_layers && n.to_string() == l)
+                }),
+        }
     }
 
     /// Number of trainable numbers in the model.
