@@ -362,7 +362,22 @@ fn killing_training_at_any_moment_leaves_loadable_checkpoints() {
         "1",
     );
     let run = RunDir::new(&run_path);
-    for (round, wait_ms) in [130u64, 370, 610, 290, 845].into_iter().enumerate() {
+    let resume: Vec<String> = [
+        "train",
+        "--resume",
+        run_path.to_str().unwrap(),
+        "--eval-every",
+        "1",
+        "--log-every",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut last_step = 0;
+    for (round, wait_ms) in [130u64, 370, 610, 290, 845, 455, 205, 730, 520, 380]
+        .into_iter()
+        .enumerate()
+    {
         let mut child = spawn(&args);
         std::thread::sleep(std::time::Duration::from_millis(wait_ms));
         child.kill().unwrap();
@@ -372,23 +387,18 @@ fn killing_training_at_any_moment_leaves_loadable_checkpoints() {
         }
         let latest =
             Checkpoint::load(&run.latest()).unwrap_or_else(|e| panic!("round {round}: {e}"));
-        Checkpoint::load(&run.best()).unwrap();
-        let state = run.load_resume().unwrap();
-        assert!(state.record.step > 0, "round {round}");
+        Checkpoint::load(&run.best()).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let state = run
+            .load_resume()
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(
+            state.record.step >= last_step,
+            "round {round}: the run went back"
+        );
         assert!(latest.training.step > 0);
-        if round < 4 {
-            args = [
-                "train",
-                "--resume",
-                run_path.to_str().unwrap(),
-                "--eval-every",
-                "1",
-                "--log-every",
-                "1",
-            ]
-            .map(String::from)
-            .to_vec();
-        }
+        last_step = state.record.step;
+        // From now on every round resumes the run the previous one left.
+        args = resume.clone();
     }
     assert!(
         run.latest().exists(),
