@@ -114,10 +114,12 @@ impl CandleNnModel {
     }
 
     fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let (n, t) = ids.dims2()?;
         let mut xs = self.embedding.forward(ids)?;
         for layer in &self.layers {
             let states = layer.seq(&xs)?;
-            xs = layer.states_to_tensor(&states)?;
+            // candle-nn concatenates the states to [N, T·H].
+            xs = layer.states_to_tensor(&states)?.reshape((n, t, ()))?;
         }
         self.head.forward(&xs)
     }
