@@ -15,9 +15,11 @@
 //!
 //! Shapes use torch-rnn's names: N batch, T time, I input features, H hidden units.
 
-use candle_core::{IndexOp, Result, Tensor};
+use candle_core::{DType, IndexOp, Result, Tensor};
 use candle_nn::ops::sigmoid;
 use candle_nn::{Init, VarBuilder};
+
+use crate::cpu_gru::{GruSequence, Sizes};
 
 /// A gated recurrent unit layer, usable on its own like Keras' `layers.GRU`.
 ///
@@ -42,6 +44,7 @@ pub struct Gru {
     bias: Tensor,     // [3H]:    b_z, b_r, b_h
     input_size: usize,
     hidden_size: usize,
+    autograd_only: bool,
 }
 
 /// The recurrent weights split and transposed once per sequence, for `h @ Uᵀ` products.
@@ -68,7 +71,14 @@ impl Gru {
             bias,
             input_size,
             hidden_size,
+            autograd_only: false,
         })
+    }
+
+    /// Makes [`Gru::forward`] always use the candle-autograd composition, even where the
+    /// CPU fast path applies: the reference for tests and benchmarks.
+    pub fn set_autograd_only(&mut self, on: bool) {
+        self.autograd_only = on;
     }
 
     /// Number of input features, I.
@@ -120,7 +130,48 @@ impl Gru {
     /// Runs a whole sequence `xs` (`[N, T, I]`) from `h0` (`[N, H]`, zeros when `None`).
     ///
     /// Returns every step's output `[N, T, H]` and the final state `[N, H]`.
+    ///
+    /// On the CPU in f32 or f64 this runs the hand-written forward and backward of
+    /// [`crate::cpu_gru`]; elsewhere, and in [`Gru::forward_autograd`], the same equations
+    /// are composed of candle operations.
     pub fn forward(&self, xs: &Tensor, h0: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        let (n, t, i) = xs.dims3()?;
+        let fast = !self.autograd_only
+            && xs.device().is_cpu()
+            && matches!(xs.dtype(), DType::F32 | DType::F64)
+            && t > 0;
+        if !fast {
+            return self.forward_autograd(xs, h0);
+        }
+        let h0 = match h0 {
+            Some(h0) => h0.contiguous()?,
+            None => self.zero_state(n)?,
+        };
+        // One vector of weights, since a candle op takes at most three inputs.
+        let weights = Tensor::cat(
+            &[
+                self.weight_x.flatten_all()?,
+                self.weight_h.flatten_all()?,
+                self.bias.clone(),
+            ],
+            0,
+        )?;
+        let sizes = Sizes {
+            n,
+            t,
+            i,
+            h: self.hidden_size,
+        };
+        let ys = xs
+            .contiguous()?
+            .apply_op3(&h0, &weights, GruSequence::new(sizes))?; // [N, T, H]
+        let h_last = ys.narrow(1, t - 1, 1)?.squeeze(1)?; // [N, H]
+        Ok((ys, h_last))
+    }
+
+    /// [`Gru::forward`] composed of candle operations and differentiated by candle's
+    /// autograd: runs on any device, and is the reference the CPU fast path is tested against.
+    pub fn forward_autograd(&self, xs: &Tensor, h0: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
         let (n, t, _) = xs.dims3()?;
         let gx = self.project_inputs(xs)?; // [N, T, 3H]
         let u = self.recurrent_weights()?;

@@ -137,6 +137,14 @@ impl CharGru {
         &self.config
     }
 
+    /// Makes every layer use the candle-autograd composition of the GRU instead of the
+    /// CPU fast path (see [`Gru::set_autograd_only`]).
+    pub fn set_autograd_only(&mut self, on: bool) {
+        for layer in &mut self.layers {
+            layer.set_autograd_only(on);
+        }
+    }
+
     /// The GRU layers, bottom first.
     pub fn layers(&self) -> &[Gru] {
         &self.layers

@@ -1,0 +1,514 @@
+//! The CPU fast path of a GRU layer: SPEC's equations with a hand-written forward and
+//! backward through time, plugged into candle's autograd as one custom op per layer.
+//!
+//! Why a custom op rather than a hand-written backward for the whole model: the GRU's
+//! time loop is where candle's autograd is slow (every per-step intermediate is a graph
+//! node, every op allocates, a slice's backward zero-pads to the whole tensor), while the
+//! embedding, dropout, head, loss and optimizer are a handful of large operations that
+//! autograd handles well. One op per layer keeps those, keeps `Gru::forward`'s contract
+//! (the trainer, evaluation and generation do not change), and keeps the generic path
+//! as the reference the fast one is tested against.
+//!
+//! The op takes the input `[N, T, I]`, the initial state `[N, H]` and the layer's weights
+//! packed into one vector (`weight_x`, `weight_h`, `bias`, each flattened), and returns
+//! every step's state `[N, T, H]`. Its forward computes the input half of all gates with
+//! one matrix product, then per step one product for `z` and `r`, one for the candidate,
+//! and one fused pass over the gates; it keeps `z`, `r` and `h̃` for the backward. The
+//! backward walks time in reverse with two products per step, then forms each weight
+//! gradient with one large product over all steps.
+//!
+//! Buffers are row-major with rows in (n, t) order, as the input is, so each per-step
+//! slice is a strided matrix the products read in place.
+
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
+use gemm::Parallelism;
+
+/// The sizes of one layer's sequence: N, T, I, H.
+#[derive(Clone, Copy, Debug)]
+pub struct Sizes {
+    /// N: batch.
+    pub n: usize,
+    /// T: time steps.
+    pub t: usize,
+    /// I: input features.
+    pub i: usize,
+    /// H: hidden units.
+    pub h: usize,
+}
+
+/// Floating-point types the fast path runs in: f32 for speed, f64 for gradient checks.
+pub trait Real: WithDType {
+    /// σ(x).
+    fn sigmoid(self) -> Self;
+    /// tanh(x).
+    fn tanh_(self) -> Self;
+}
+
+impl Real for f32 {
+    fn sigmoid(self) -> Self {
+        1.0 / (1.0 + (-self).exp())
+    }
+    fn tanh_(self) -> Self {
+        self.tanh()
+    }
+}
+
+impl Real for f64 {
+    fn sigmoid(self) -> Self {
+        1.0 / (1.0 + (-self).exp())
+    }
+    fn tanh_(self) -> Self {
+        self.tanh()
+    }
+}
+
+/// A strided matrix over a slice: element (r, c) is `data[offset + r·rs + c·cs]`.
+#[derive(Clone, Copy)]
+struct View<'a, T> {
+    data: &'a [T],
+    offset: usize,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a, T> View<'a, T> {
+    /// The row-major `rows × cols` matrix starting at `offset`, rows `rs` apart.
+    fn rows(data: &'a [T], offset: usize, rows: usize, cols: usize, rs: usize) -> Self {
+        Self {
+            data,
+            offset,
+            rows,
+            cols,
+            rs,
+            cs: 1,
+        }
+    }
+
+    /// The transpose, without copying.
+    fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+
+    /// Panics unless every element lies inside `data`, which makes the raw-pointer product sound.
+    fn check(&self) {
+        if self.rows > 0 && self.cols > 0 {
+            let last = self.offset + (self.rows - 1) * self.rs + (self.cols - 1) * self.cs;
+            assert!(last < self.data.len(), "matrix view out of bounds");
+        }
+    }
+}
+
+/// `dst (rows × cols, row-major from dst_offset, rows dst_rs apart) [+]= lhs · rhs`.
+fn matmul<T: Real>(
+    dst: &mut [T],
+    dst_offset: usize,
+    dst_rs: usize,
+    lhs: View<T>,
+    rhs: View<T>,
+    accumulate: bool,
+) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(k, rhs.rows, "inner dimensions differ");
+    lhs.check();
+    rhs.check();
+    if m > 0 && n > 0 {
+        let last = dst_offset + (m - 1) * dst_rs + (n - 1);
+        assert!(last < dst.len(), "destination out of bounds");
+    }
+    // Threads pay off only when there is enough work to share: small per-step products
+    // run faster on one thread than with two that wait on each other.
+    let parallelism = if m * n * k >= 1 << 21 {
+        Parallelism::Rayon(candle_core::utils::get_num_threads())
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: every element the product touches was checked to lie inside its slice, and
+    // `dst` is borrowed mutably, so it overlaps neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr().add(dst_offset),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr().add(lhs.offset),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr().add(rhs.offset),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            T::from_f64(1.0),
+            T::from_f64(1.0),
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// What the forward keeps for the backward: the gates of every step, `[N, T, H]` each.
+struct Saved<T> {
+    z: Vec<T>,
+    r: Vec<T>,
+    h_cand: Vec<T>,
+}
+
+/// One GRU layer over a whole sequence, as a candle op with its own backward.
+pub struct GruSequence {
+    sizes: Sizes,
+    saved: Mutex<Option<SavedAny>>,
+}
+
+enum SavedAny {
+    F32(Saved<f32>),
+    F64(Saved<f64>),
+}
+
+impl GruSequence {
+    /// The op for a sequence of these sizes.
+    pub fn new(sizes: Sizes) -> Self {
+        Self {
+            sizes,
+            saved: Mutex::new(None),
+        }
+    }
+}
+
+/// The packed weights split into `W` `[3H, I]`, `U` `[3H, H]` and `b` `[3H]`.
+fn unpack<T>(w: &[T], s: Sizes) -> (&[T], &[T], &[T]) {
+    let (wx, rest) = w.split_at(3 * s.h * s.i);
+    let (wh, b) = rest.split_at(3 * s.h * s.h);
+    (wx, wh, b)
+}
+
+/// SPEC's equations over the sequence; returns every state `[N, T, H]` and the gates.
+fn forward<T: Real>(xs: &[T], h0: &[T], w: &[T], s: Sizes) -> (Vec<T>, Saved<T>) {
+    let Sizes { n, t, i, h } = s;
+    let (wx, wh, b) = unpack(w, s);
+    let rows = n * t;
+    // gx = X Wᵀ + b for every (n, t) at once: [N·T, 3H].
+    let mut gx = vec![T::from_f64(0.0); rows * 3 * h];
+    matmul(
+        &mut gx,
+        0,
+        3 * h,
+        View::rows(xs, 0, rows, i, i),
+        View::rows(wx, 0, 3 * h, i, i).t(),
+        false,
+    );
+    for row in gx.chunks_exact_mut(3 * h) {
+        for (g, &bias) in row.iter_mut().zip(b) {
+            *g += bias;
+        }
+    }
+    let mut ys = vec![T::from_f64(0.0); rows * h];
+    let mut saved = Saved {
+        z: vec![T::from_f64(0.0); rows * h],
+        r: vec![T::from_f64(0.0); rows * h],
+        h_cand: vec![T::from_f64(0.0); rows * h],
+    };
+    let mut gh_zr = vec![T::from_f64(0.0); n * 2 * h]; // [N, 2H]: h_{t-1} (U_z; U_r)ᵀ
+    let mut rh = vec![T::from_f64(0.0); n * h]; // [N, H]: r_t ⊙ h_{t-1}
+    let mut gh_h = vec![T::from_f64(0.0); n * h]; // [N, H]: (r_t ⊙ h_{t-1}) U_hᵀ
+    let one = T::from_f64(1.0);
+    for step in 0..t {
+        let h_prev = |ys: &[T], nn: usize, j: usize| {
+            if step == 0 {
+                h0[nn * h + j]
+            } else {
+                ys[(nn * t + step - 1) * h + j]
+            }
+        };
+        {
+            let prev = if step == 0 {
+                View::rows(h0, 0, n, h, h)
+            } else {
+                View::rows(&ys, (step - 1) * h, n, h, t * h)
+            };
+            matmul(
+                &mut gh_zr,
+                0,
+                2 * h,
+                prev,
+                View::rows(wh, 0, 2 * h, h, h).t(),
+                false,
+            );
+        }
+        for nn in 0..n {
+            let g = (nn * t + step) * 3 * h;
+            let at = (nn * t + step) * h;
+            for j in 0..h {
+                let z = (gx[g + j] + gh_zr[nn * 2 * h + j]).sigmoid(); // z_t
+                let r = (gx[g + h + j] + gh_zr[nn * 2 * h + h + j]).sigmoid(); // r_t
+                saved.z[at + j] = z;
+                saved.r[at + j] = r;
+                rh[nn * h + j] = r * h_prev(&ys, nn, j);
+            }
+        }
+        matmul(
+            &mut gh_h,
+            0,
+            h,
+            View::rows(&rh, 0, n, h, h),
+            View::rows(wh, 2 * h * h, h, h, h).t(),
+            false,
+        );
+        for nn in 0..n {
+            let g = (nn * t + step) * 3 * h;
+            let at = (nn * t + step) * h;
+            for j in 0..h {
+                let h_cand = (gx[g + 2 * h + j] + gh_h[nn * h + j]).tanh_(); // h̃_t
+                let z = saved.z[at + j];
+                let hp = h_prev(&ys, nn, j);
+                saved.h_cand[at + j] = h_cand;
+                ys[at + j] = (one - z) * hp + z * h_cand; // h_t
+            }
+        }
+    }
+    (ys, saved)
+}
+
+/// Gradients of the loss with respect to the input, the initial state and the packed
+/// weights, given its gradient `dys` with respect to every state.
+fn backward<T: Real>(
+    xs: &[T],
+    h0: &[T],
+    w: &[T],
+    ys: &[T],
+    dys: &[T],
+    saved: &Saved<T>,
+    s: Sizes,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let Sizes { n, t, i, h } = s;
+    let (wx, wh, _) = unpack(w, s);
+    let rows = n * t;
+    let one = T::from_f64(1.0);
+    // ∂loss/∂(gate pre-activations) for every (n, t): [N·T, 3H] in the order z, r, h.
+    let mut dgx = vec![T::from_f64(0.0); rows * 3 * h];
+    let mut dh = vec![T::from_f64(0.0); n * h]; // ∂loss/∂h_t flowing back from step t + 1
+    let mut dh_prev = vec![T::from_f64(0.0); n * h];
+    let mut d_rh = vec![T::from_f64(0.0); n * h];
+    let h_prev = |nn: usize, step: usize, j: usize| {
+        if step == 0 {
+            h0[nn * h + j]
+        } else {
+            ys[(nn * t + step - 1) * h + j]
+        }
+    };
+    for step in (0..t).rev() {
+        for nn in 0..n {
+            let at = (nn * t + step) * h;
+            let g = (nn * t + step) * 3 * h;
+            for j in 0..h {
+                let d = dh[nn * h + j] + dys[at + j];
+                let (z, h_cand, hp) = (saved.z[at + j], saved.h_cand[at + j], h_prev(nn, step, j));
+                // h_t = (1 − z) h_{t-1} + z h̃
+                let dz = d * (h_cand - hp);
+                let d_cand = d * z;
+                dh_prev[nn * h + j] = d * (one - z);
+                dgx[g + 2 * h + j] = d_cand * (one - h_cand * h_cand); // through tanh
+                dgx[g + j] = dz * z * (one - z); // through σ
+            }
+        }
+        // a_h = … + (r ⊙ h_{t-1}) U_hᵀ, so ∂(r ⊙ h_{t-1}) = ∂a_h U_h.
+        matmul(
+            &mut d_rh,
+            0,
+            h,
+            View::rows(&dgx, step * 3 * h + 2 * h, n, h, t * 3 * h),
+            View::rows(wh, 2 * h * h, h, h, h),
+            false,
+        );
+        for nn in 0..n {
+            let at = (nn * t + step) * h;
+            let g = (nn * t + step) * 3 * h;
+            for j in 0..h {
+                let (r, hp) = (saved.r[at + j], h_prev(nn, step, j));
+                let dr = d_rh[nn * h + j] * hp;
+                dgx[g + h + j] = dr * r * (one - r);
+                dh_prev[nn * h + j] += d_rh[nn * h + j] * r;
+            }
+        }
+        // a_z, a_r = … + h_{t-1} (U_z; U_r)ᵀ.
+        matmul(
+            &mut dh_prev,
+            0,
+            h,
+            View::rows(&dgx, step * 3 * h, n, 2 * h, t * 3 * h),
+            View::rows(wh, 0, 2 * h, h, h),
+            true,
+        );
+        std::mem::swap(&mut dh, &mut dh_prev);
+    }
+    let dh0 = dh;
+
+    // Weight gradients, each one product over all N·T rows.
+    let mut dw = vec![T::from_f64(0.0); w.len()];
+    let dgx_all = |cols: usize, offset: usize| View::rows(&dgx, offset, rows, cols, 3 * h);
+    matmul(
+        &mut dw,
+        0,
+        i,
+        dgx_all(3 * h, 0).t(),
+        View::rows(xs, 0, rows, i, i),
+        false,
+    ); // ∂W = ∂Aᵀ X
+       // h_{t-1} for every row, then r ⊙ h_{t-1}.
+    let mut prev = vec![T::from_f64(0.0); rows * h];
+    for nn in 0..n {
+        prev[nn * t * h..nn * t * h + h].copy_from_slice(&h0[nn * h..(nn + 1) * h]);
+        prev[nn * t * h + h..(nn + 1) * t * h]
+            .copy_from_slice(&ys[nn * t * h..(nn + 1) * t * h - h]);
+    }
+    let u_offset = 3 * h * i;
+    matmul(
+        &mut dw,
+        u_offset,
+        h,
+        dgx_all(2 * h, 0).t(),
+        View::rows(&prev, 0, rows, h, h),
+        false,
+    ); // ∂(U_z; U_r)
+    for (p, &r) in prev.iter_mut().zip(&saved.r) {
+        *p *= r;
+    }
+    matmul(
+        &mut dw,
+        u_offset + 2 * h * h,
+        h,
+        dgx_all(h, 2 * h).t(),
+        View::rows(&prev, 0, rows, h, h),
+        false,
+    ); // ∂U_h
+    let b_offset = u_offset + 3 * h * h;
+    for row in dgx.chunks_exact(3 * h) {
+        for (db, &d) in dw[b_offset..].iter_mut().zip(row) {
+            *db += d;
+        }
+    }
+    let mut dxs = vec![T::from_f64(0.0); rows * i];
+    matmul(
+        &mut dxs,
+        0,
+        i,
+        View::rows(&dgx, 0, rows, 3 * h, 3 * h),
+        View::rows(wx, 0, 3 * h, i, i),
+        false,
+    ); // ∂X = ∂A W
+    (dxs, dh0, dw)
+}
+
+/// The contiguous data of a CPU storage.
+fn data<'a, T: Real>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [T]> {
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("the fast GRU needs contiguous inputs")
+    };
+    Ok(&storage.as_slice::<T>()?[start..end])
+}
+
+/// The contiguous CPU data of a tensor, copied.
+fn tensor_data<T: Real>(tensor: &Tensor) -> Result<Vec<T>> {
+    tensor.flatten_all()?.to_vec1::<T>()
+}
+
+impl GruSequence {
+    fn run_forward<T: Real>(
+        &self,
+        xs: (&CpuStorage, &Layout),
+        h0: (&CpuStorage, &Layout),
+        w: (&CpuStorage, &Layout),
+        wrap: fn(Saved<T>) -> SavedAny,
+    ) -> Result<(CpuStorage, Shape)> {
+        let s = self.sizes;
+        let (ys, saved) = forward(
+            data::<T>(xs.0, xs.1)?,
+            data::<T>(h0.0, h0.1)?,
+            data::<T>(w.0, w.1)?,
+            s,
+        );
+        *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = Some(wrap(saved));
+        Ok((T::to_cpu_storage_owned(ys), Shape::from((s.n, s.t, s.h))))
+    }
+
+    fn run_backward<T: Real>(
+        &self,
+        xs: &Tensor,
+        h0: &Tensor,
+        w: &Tensor,
+        ys: &Tensor,
+        dys: &Tensor,
+        saved: &Saved<T>,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let s = self.sizes;
+        let (dxs, dh0, dw) = backward(
+            &tensor_data::<T>(xs)?,
+            &tensor_data::<T>(h0)?,
+            &tensor_data::<T>(w)?,
+            &tensor_data::<T>(ys)?,
+            &tensor_data::<T>(dys)?,
+            saved,
+            s,
+        );
+        let device = xs.device();
+        Ok((
+            Some(Tensor::from_vec(dxs, (s.n, s.t, s.i), device)?),
+            Some(Tensor::from_vec(dh0, (s.n, s.h), device)?),
+            Some(Tensor::from_vec(dw, w.shape(), device)?),
+        ))
+    }
+}
+
+impl CustomOp3 for GruSequence {
+    fn name(&self) -> &'static str {
+        "chargru-gru-sequence"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match s1 {
+            CpuStorage::F32(_) => {
+                self.run_forward::<f32>((s1, l1), (s2, l2), (s3, l3), SavedAny::F32)
+            }
+            CpuStorage::F64(_) => {
+                self.run_forward::<f64>((s1, l1), (s2, l2), (s3, l3), SavedAny::F64)
+            }
+            _ => candle_core::bail!("the fast GRU runs in f32 or f64"),
+        }
+    }
+
+    fn bwd(
+        &self,
+        xs: &Tensor,
+        h0: &Tensor,
+        w: &Tensor,
+        ys: &Tensor,
+        dys: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+        match saved.as_ref() {
+            Some(SavedAny::F32(saved)) => self.run_backward(xs, h0, w, ys, dys, saved),
+            Some(SavedAny::F64(saved)) => self.run_backward(xs, h0, w, ys, dys, saved),
+            None => candle_core::bail!("the fast GRU's backward ran before its forward"),
+        }
+    }
+}
