@@ -66,7 +66,7 @@ impl Real for f64 {
 
 /// A strided matrix over a slice: element (r, c) is `data[offset + r·rs + c·cs]`.
 #[derive(Clone, Copy)]
-struct View<'a, T> {
+pub(crate) struct View<'a, T> {
     data: &'a [T],
     offset: usize,
     rows: usize,
@@ -77,7 +77,7 @@ struct View<'a, T> {
 
 impl<'a, T> View<'a, T> {
     /// The row-major `rows × cols` matrix starting at `offset`, rows `rs` apart.
-    fn rows(data: &'a [T], offset: usize, rows: usize, cols: usize, rs: usize) -> Self {
+    pub(crate) fn rows(data: &'a [T], offset: usize, rows: usize, cols: usize, rs: usize) -> Self {
         Self {
             data,
             offset,
@@ -89,7 +89,7 @@ impl<'a, T> View<'a, T> {
     }
 
     /// The transpose, without copying.
-    fn t(self) -> Self {
+    pub(crate) fn t(self) -> Self {
         Self {
             rows: self.cols,
             cols: self.rows,
@@ -109,7 +109,7 @@ impl<'a, T> View<'a, T> {
 }
 
 /// `dst (rows × cols, row-major from dst_offset, rows dst_rs apart) [+]= lhs · rhs`.
-fn matmul<T: Real>(
+pub(crate) fn matmul<T: Real>(
     dst: &mut [T],
     dst_offset: usize,
     dst_rs: usize,
@@ -160,7 +160,7 @@ fn matmul<T: Real>(
 }
 
 /// What the forward keeps for the backward: the gates of every step, `[N, T, H]` each.
-struct Saved<T> {
+pub(crate) struct Saved<T> {
     z: Vec<T>,
     r: Vec<T>,
     h_cand: Vec<T>,
@@ -195,7 +195,7 @@ fn unpack<T>(w: &[T], s: Sizes) -> (&[T], &[T], &[T]) {
 }
 
 /// SPEC's equations over the sequence; returns every state `[N, T, H]` and the gates.
-fn forward<T: Real>(xs: &[T], h0: &[T], w: &[T], s: Sizes) -> (Vec<T>, Saved<T>) {
+pub(crate) fn forward<T: Real>(xs: &[T], h0: &[T], w: &[T], s: Sizes) -> (Vec<T>, Saved<T>) {
     let Sizes { n, t, i, h } = s;
     let (wx, wh, b) = unpack(w, s);
     let rows = n * t;

@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod cpu_generate;
 pub mod cpu_gru;
 pub mod data;
 pub mod device;

@@ -145,6 +145,16 @@ impl CharGru {
         }
     }
 
+    /// The embedding matrix `[V, E]`.
+    pub fn embedding_weight(&self) -> &Tensor {
+        self.embedding.embeddings()
+    }
+
+    /// The head's `W_o` `[V, H]` and `b_o` `[V]`.
+    pub fn head(&self) -> (&Tensor, Option<&Tensor>) {
+        (self.head.weight(), self.head.bias())
+    }
+
     /// The GRU layers, bottom first.
     pub fn layers(&self) -> &[Gru] {
         &self.layers

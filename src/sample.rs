@@ -4,6 +4,7 @@ use candle_core::{IndexOp, Result as CandleResult, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::cpu_generate::CpuStepper;
 use crate::eval::CHUNK;
 use crate::model::{ids_tensor, CharGru, State};
 
@@ -157,17 +158,19 @@ pub fn generate_from(
     sampler: &mut Sampler,
     mut emit: impl FnMut(usize, u32) -> bool,
 ) -> CandleResult<Vec<usize>> {
-    let mut logits = logits.repeat((samples, 1))?; // [S, V]
-    let mut state: State = state
+    let logits = logits.repeat((samples, 1))?; // [S, V]
+    let state: State = state
         .iter()
         .map(|h| h.repeat((samples, 1)))
         .collect::<CandleResult<_>>()?; // [S, H] each
+    let vocab = logits.dim(1)?;
+    let mut logits = logits.flatten_all()?.to_vec1::<f32>()?;
+    let mut stepper = Stepper::new(model, state)?;
     let mut produced = vec![0; samples];
     let mut active = vec![true; samples];
     let mut ids = vec![0u32; samples];
     for step in 0..length {
-        let rows = logits.to_vec2::<f32>()?;
-        for (s, row) in rows.iter().enumerate() {
+        for (s, row) in logits.chunks_exact(vocab).enumerate() {
             if !active[s] {
                 continue;
             }
@@ -178,8 +181,36 @@ pub fn generate_from(
         if step + 1 == length || !active.contains(&true) {
             break;
         }
-        let input = Tensor::new(ids.as_slice(), model.device())?; // [S]
-        (logits, state) = model.step(&input, &state)?;
+        logits = stepper.step(&ids)?;
     }
     Ok(produced)
+}
+
+/// How generation advances: on the CPU without tensors, elsewhere through [`CharGru::step`].
+enum Stepper<'m> {
+    Cpu(CpuStepper),
+    Tensors { model: &'m CharGru, state: State },
+}
+
+impl<'m> Stepper<'m> {
+    fn new(model: &'m CharGru, state: State) -> CandleResult<Self> {
+        Ok(if model.device().is_cpu() {
+            Stepper::Cpu(CpuStepper::new(model, &state)?)
+        } else {
+            Stepper::Tensors { model, state }
+        })
+    }
+
+    /// Feeds one token per sequence; the next logits, `[S, V]` row-major.
+    fn step(&mut self, ids: &[u32]) -> CandleResult<Vec<f32>> {
+        match self {
+            Stepper::Cpu(stepper) => stepper.step(ids),
+            Stepper::Tensors { model, state } => {
+                let input = Tensor::new(ids, model.device())?; // [S]
+                let (logits, next) = model.step(&input, state)?;
+                *state = next;
+                logits.flatten_all()?.to_vec1::<f32>()
+            }
+        }
+    }
 }

@@ -101,3 +101,37 @@ fn fast_and_autograd_sequences_agree_in_f64() -> Result<()> {
     assert!(diff < 1e-12, "logits differ by {diff}");
     Ok(())
 }
+
+#[test]
+fn the_cpu_stepper_matches_the_model_step() -> Result<()> {
+    let config = ModelConfig {
+        vocab_size: V,
+        embed_dim: 6,
+        hidden_size: H,
+        num_layers: 2,
+        dropout: 0.0,
+    };
+    let model = CharGru::new(
+        &config,
+        ParamStore::new(3).var_builder(DType::F32, &Device::Cpu),
+    )?;
+    let samples = 3;
+    let mut state = model.zero_state(samples)?;
+    let mut stepper = chargru::cpu_generate::CpuStepper::new(&model, &state)?;
+    for k in 0..20u32 {
+        let ids: Vec<u32> = (0..samples as u32)
+            .map(|s| (k * 5 + s * 7) % V as u32)
+            .collect();
+        let fast = stepper.step(&ids)?;
+        let (logits, next) = model.step(&Tensor::new(ids.as_slice(), &Device::Cpu)?, &state)?;
+        state = next;
+        let reference = logits.flatten_all()?.to_vec1::<f32>()?;
+        let worst = fast
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "step {k}: logits differ by {worst}");
+    }
+    Ok(())
+}
