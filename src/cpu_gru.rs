@@ -108,6 +108,16 @@ impl<'a, T> View<'a, T> {
     }
 }
 
+/// Multiply-adds from which a product is split across threads (measured: S's per-step
+/// products of 32×256×512 run faster on one thread, M's of 64×512×1024 on two).
+const PARALLEL_WORK: usize = 1 << 26;
+
+/// candle's thread count, asked once: asking reads /proc on every call.
+fn threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(candle_core::utils::get_num_threads)
+}
+
 /// `dst (rows × cols, row-major from dst_offset, rows dst_rs apart) [+]= lhs · rhs`.
 pub(crate) fn matmul<T: Real>(
     dst: &mut [T],
@@ -127,8 +137,8 @@ pub(crate) fn matmul<T: Real>(
     }
     // Threads pay off only when there is enough work to share: small per-step products
     // run faster on one thread than with two that wait on each other.
-    let parallelism = if m * n * k >= 1 << 21 {
-        Parallelism::Rayon(candle_core::utils::get_num_threads())
+    let parallelism = if m * n * k >= PARALLEL_WORK {
+        Parallelism::Rayon(threads())
     } else {
         Parallelism::None
     };
@@ -194,6 +204,57 @@ fn unpack<T>(w: &[T], s: Sizes) -> (&[T], &[T], &[T]) {
     (wx, wh, b)
 }
 
+/// How many blocks of batch rows to run side by side: the recurrence of one sequence
+/// never reads another's, so each thread runs the whole time loop for its own rows and
+/// the threads meet only at the end. Small batches stay on one thread.
+/// Large batches are cut into at least two blocks even on one core, so every machine
+/// runs (and tests) the same code.
+fn row_blocks(s: Sizes) -> usize {
+    if s.n * s.t * s.h < BLOCK_WORK {
+        1
+    } else {
+        threads().max(2).min(s.n)
+    }
+}
+
+/// Batch × time × hidden size from which the batch is cut into blocks run side by side.
+pub const BLOCK_WORK: usize = 1 << 15;
+
+/// Runs `work` on every part, the parts on threads of their own but the first.
+fn run_parts<P: Send>(parts: Vec<P>, work: impl Fn(P) + Sync) {
+    std::thread::scope(|scope| {
+        let mut parts = parts.into_iter();
+        let first = parts.next();
+        for part in parts {
+            let work = &work;
+            scope.spawn(move || work(part));
+        }
+        if let Some(part) = first {
+            work(part);
+        }
+    });
+}
+
+/// The rows of a buffer laid out `[N, per_row]`, cut into blocks of `rows` batch rows.
+fn blocks<T>(data: &[T], per_row: usize, rows: usize) -> std::slice::Chunks<'_, T> {
+    data.chunks(rows * per_row)
+}
+
+/// Mutable [`blocks`].
+fn blocks_mut<T>(data: &mut [T], per_row: usize, rows: usize) -> std::slice::ChunksMut<'_, T> {
+    data.chunks_mut(rows * per_row)
+}
+
+/// One block of batch rows of the forward pass.
+struct ForwardRows<'a, T> {
+    gx: &'a [T],         // [n, T, 3H]
+    h0: &'a [T],         // [n, H]
+    ys: &'a mut [T],     // [n, T, H]
+    z: &'a mut [T],      // [n, T, H]
+    r: &'a mut [T],      // [n, T, H]
+    h_cand: &'a mut [T], // [n, T, H]
+}
+
 /// SPEC's equations over the sequence; returns every state `[N, T, H]` and the gates.
 pub(crate) fn forward<T: Real>(xs: &[T], h0: &[T], w: &[T], s: Sizes) -> (Vec<T>, Saved<T>) {
     let Sizes { n, t, i, h } = s;
@@ -214,48 +275,64 @@ pub(crate) fn forward<T: Real>(xs: &[T], h0: &[T], w: &[T], s: Sizes) -> (Vec<T>
             *g += bias;
         }
     }
-    let mut ys = vec![T::from_f64(0.0); rows * h];
-    let mut saved = Saved {
-        z: vec![T::from_f64(0.0); rows * h],
-        r: vec![T::from_f64(0.0); rows * h],
-        h_cand: vec![T::from_f64(0.0); rows * h],
-    };
-    let mut gh_zr = vec![T::from_f64(0.0); n * 2 * h]; // [N, 2H]: h_{t-1} (U_z; U_r)ᵀ
-    let mut rh = vec![T::from_f64(0.0); n * h]; // [N, H]: r_t ⊙ h_{t-1}
-    let mut gh_h = vec![T::from_f64(0.0); n * h]; // [N, H]: (r_t ⊙ h_{t-1}) U_hᵀ
+    let zeros = || vec![T::from_f64(0.0); rows * h];
+    let (mut ys, mut z, mut r, mut h_cand) = (zeros(), zeros(), zeros(), zeros());
+    let per = n.div_ceil(row_blocks(s));
+    let parts = blocks(&gx, t * 3 * h, per)
+        .zip(blocks(h0, h, per))
+        .zip(blocks_mut(&mut ys, t * h, per))
+        .zip(blocks_mut(&mut z, t * h, per))
+        .zip(blocks_mut(&mut r, t * h, per))
+        .zip(blocks_mut(&mut h_cand, t * h, per))
+        .map(|(((((gx, h0), ys), z), r), h_cand)| ForwardRows {
+            gx,
+            h0,
+            ys,
+            z,
+            r,
+            h_cand,
+        })
+        .collect();
+    run_parts(parts, |part| forward_rows(part, wh, t, h));
+    (ys, Saved { z, r, h_cand })
+}
+
+/// The time loop of the forward pass for one block of batch rows.
+fn forward_rows<T: Real>(p: ForwardRows<T>, wh: &[T], t: usize, h: usize) {
+    let n = p.h0.len() / h;
+    let zero = T::from_f64(0.0);
+    let mut gh_zr = vec![zero; n * 2 * h]; // [n, 2H]: h_{t-1} (U_z; U_r)ᵀ
+    let mut rh = vec![zero; n * h]; // [n, H]: r_t ⊙ h_{t-1}
+    let mut gh_h = vec![zero; n * h]; // [n, H]: (r_t ⊙ h_{t-1}) U_hᵀ
     let one = T::from_f64(1.0);
     for step in 0..t {
-        let h_prev = |ys: &[T], nn: usize, j: usize| {
-            if step == 0 {
-                h0[nn * h + j]
-            } else {
-                ys[(nn * t + step - 1) * h + j]
-            }
+        let prev = if step == 0 {
+            View::rows(p.h0, 0, n, h, h)
+        } else {
+            View::rows(&*p.ys, (step - 1) * h, n, h, t * h)
         };
-        {
-            let prev = if step == 0 {
-                View::rows(h0, 0, n, h, h)
-            } else {
-                View::rows(&ys, (step - 1) * h, n, h, t * h)
-            };
-            matmul(
-                &mut gh_zr,
-                0,
-                2 * h,
-                prev,
-                View::rows(wh, 0, 2 * h, h, h).t(),
-                false,
-            );
-        }
+        matmul(
+            &mut gh_zr,
+            0,
+            2 * h,
+            prev,
+            View::rows(wh, 0, 2 * h, h, h).t(),
+            false,
+        );
         for nn in 0..n {
             let g = (nn * t + step) * 3 * h;
             let at = (nn * t + step) * h;
             for j in 0..h {
-                let z = (gx[g + j] + gh_zr[nn * 2 * h + j]).sigmoid(); // z_t
-                let r = (gx[g + h + j] + gh_zr[nn * 2 * h + h + j]).sigmoid(); // r_t
-                saved.z[at + j] = z;
-                saved.r[at + j] = r;
-                rh[nn * h + j] = r * h_prev(&ys, nn, j);
+                let hp = if step == 0 {
+                    p.h0[nn * h + j]
+                } else {
+                    p.ys[at - h + j]
+                };
+                let z = (p.gx[g + j] + gh_zr[nn * 2 * h + j]).sigmoid(); // z_t
+                let r = (p.gx[g + h + j] + gh_zr[nn * 2 * h + h + j]).sigmoid(); // r_t
+                p.z[at + j] = z;
+                p.r[at + j] = r;
+                rh[nn * h + j] = r * hp;
             }
         }
         matmul(
@@ -270,15 +347,30 @@ pub(crate) fn forward<T: Real>(xs: &[T], h0: &[T], w: &[T], s: Sizes) -> (Vec<T>
             let g = (nn * t + step) * 3 * h;
             let at = (nn * t + step) * h;
             for j in 0..h {
-                let h_cand = (gx[g + 2 * h + j] + gh_h[nn * h + j]).tanh_(); // h̃_t
-                let z = saved.z[at + j];
-                let hp = h_prev(&ys, nn, j);
-                saved.h_cand[at + j] = h_cand;
-                ys[at + j] = (one - z) * hp + z * h_cand; // h_t
+                let hp = if step == 0 {
+                    p.h0[nn * h + j]
+                } else {
+                    p.ys[at - h + j]
+                };
+                let h_cand = (p.gx[g + 2 * h + j] + gh_h[nn * h + j]).tanh_(); // h̃_t
+                let z = p.z[at + j];
+                p.h_cand[at + j] = h_cand;
+                p.ys[at + j] = (one - z) * hp + z * h_cand; // h_t
             }
         }
     }
-    (ys, saved)
+}
+
+/// One block of batch rows of the backward pass through time.
+struct BackwardRows<'a, T> {
+    h0: &'a [T],      // [n, H]
+    ys: &'a [T],      // [n, T, H]
+    dys: &'a [T],     // [n, T, H]
+    z: &'a [T],       // [n, T, H]
+    r: &'a [T],       // [n, T, H]
+    h_cand: &'a [T],  // [n, T, H]
+    dgx: &'a mut [T], // [n, T, 3H]
+    dh0: &'a mut [T], // [n, H]
 }
 
 /// Gradients of the loss with respect to the input, the initial state and the packed
@@ -295,65 +387,32 @@ fn backward<T: Real>(
     let Sizes { n, t, i, h } = s;
     let (wx, wh, _) = unpack(w, s);
     let rows = n * t;
-    let one = T::from_f64(1.0);
     // ∂loss/∂(gate pre-activations) for every (n, t): [N·T, 3H] in the order z, r, h.
     let mut dgx = vec![T::from_f64(0.0); rows * 3 * h];
-    let mut dh = vec![T::from_f64(0.0); n * h]; // ∂loss/∂h_t flowing back from step t + 1
-    let mut dh_prev = vec![T::from_f64(0.0); n * h];
-    let mut d_rh = vec![T::from_f64(0.0); n * h];
-    let h_prev = |nn: usize, step: usize, j: usize| {
-        if step == 0 {
-            h0[nn * h + j]
-        } else {
-            ys[(nn * t + step - 1) * h + j]
-        }
-    };
-    for step in (0..t).rev() {
-        for nn in 0..n {
-            let at = (nn * t + step) * h;
-            let g = (nn * t + step) * 3 * h;
-            for j in 0..h {
-                let d = dh[nn * h + j] + dys[at + j];
-                let (z, h_cand, hp) = (saved.z[at + j], saved.h_cand[at + j], h_prev(nn, step, j));
-                // h_t = (1 − z) h_{t-1} + z h̃
-                let dz = d * (h_cand - hp);
-                let d_cand = d * z;
-                dh_prev[nn * h + j] = d * (one - z);
-                dgx[g + 2 * h + j] = d_cand * (one - h_cand * h_cand); // through tanh
-                dgx[g + j] = dz * z * (one - z); // through σ
-            }
-        }
-        // a_h = … + (r ⊙ h_{t-1}) U_hᵀ, so ∂(r ⊙ h_{t-1}) = ∂a_h U_h.
-        matmul(
-            &mut d_rh,
-            0,
-            h,
-            View::rows(&dgx, step * 3 * h + 2 * h, n, h, t * 3 * h),
-            View::rows(wh, 2 * h * h, h, h, h),
-            false,
-        );
-        for nn in 0..n {
-            let at = (nn * t + step) * h;
-            let g = (nn * t + step) * 3 * h;
-            for j in 0..h {
-                let (r, hp) = (saved.r[at + j], h_prev(nn, step, j));
-                let dr = d_rh[nn * h + j] * hp;
-                dgx[g + h + j] = dr * r * (one - r);
-                dh_prev[nn * h + j] += d_rh[nn * h + j] * r;
-            }
-        }
-        // a_z, a_r = … + h_{t-1} (U_z; U_r)ᵀ.
-        matmul(
-            &mut dh_prev,
-            0,
-            h,
-            View::rows(&dgx, step * 3 * h, n, 2 * h, t * 3 * h),
-            View::rows(wh, 0, 2 * h, h, h),
-            true,
-        );
-        std::mem::swap(&mut dh, &mut dh_prev);
-    }
-    let dh0 = dh;
+    let mut dh0 = vec![T::from_f64(0.0); n * h];
+    let per = n.div_ceil(row_blocks(s));
+    let parts = blocks(h0, h, per)
+        .zip(blocks(ys, t * h, per))
+        .zip(blocks(dys, t * h, per))
+        .zip(blocks(&saved.z, t * h, per))
+        .zip(blocks(&saved.r, t * h, per))
+        .zip(blocks(&saved.h_cand, t * h, per))
+        .zip(blocks_mut(&mut dgx, t * 3 * h, per))
+        .zip(blocks_mut(&mut dh0, h, per))
+        .map(
+            |(((((((h0, ys), dys), z), r), h_cand), dgx), dh0)| BackwardRows {
+                h0,
+                ys,
+                dys,
+                z,
+                r,
+                h_cand,
+                dgx,
+                dh0,
+            },
+        )
+        .collect();
+    run_parts(parts, |part| backward_rows(part, wh, t, h));
 
     // Weight gradients, each one product over all N·T rows.
     let mut dw = vec![T::from_f64(0.0); w.len()];
@@ -409,6 +468,69 @@ fn backward<T: Real>(
         false,
     ); // ∂X = ∂A W
     (dxs, dh0, dw)
+}
+
+/// The time loop of the backward pass for one block of batch rows, in reverse.
+fn backward_rows<T: Real>(p: BackwardRows<T>, wh: &[T], t: usize, h: usize) {
+    let n = p.h0.len() / h;
+    let zero = T::from_f64(0.0);
+    let one = T::from_f64(1.0);
+    let mut dh = vec![zero; n * h]; // ∂loss/∂h_t flowing back from step t + 1
+    let mut dh_prev = vec![zero; n * h];
+    let mut d_rh = vec![zero; n * h];
+    let h_prev = |nn: usize, step: usize, j: usize| {
+        if step == 0 {
+            p.h0[nn * h + j]
+        } else {
+            p.ys[(nn * t + step - 1) * h + j]
+        }
+    };
+    for step in (0..t).rev() {
+        for nn in 0..n {
+            let at = (nn * t + step) * h;
+            let g = (nn * t + step) * 3 * h;
+            for j in 0..h {
+                let d = dh[nn * h + j] + p.dys[at + j];
+                let (z, h_cand, hp) = (p.z[at + j], p.h_cand[at + j], h_prev(nn, step, j));
+                // h_t = (1 − z) h_{t-1} + z h̃
+                let dz = d * (h_cand - hp);
+                let d_cand = d * z;
+                dh_prev[nn * h + j] = d * (one - z);
+                p.dgx[g + 2 * h + j] = d_cand * (one - h_cand * h_cand); // through tanh
+                p.dgx[g + j] = dz * z * (one - z); // through σ
+            }
+        }
+        // a_h = … + (r ⊙ h_{t-1}) U_hᵀ, so ∂(r ⊙ h_{t-1}) = ∂a_h U_h.
+        matmul(
+            &mut d_rh,
+            0,
+            h,
+            View::rows(&*p.dgx, step * 3 * h + 2 * h, n, h, t * 3 * h),
+            View::rows(wh, 2 * h * h, h, h, h),
+            false,
+        );
+        for nn in 0..n {
+            let at = (nn * t + step) * h;
+            let g = (nn * t + step) * 3 * h;
+            for j in 0..h {
+                let (r, hp) = (p.r[at + j], h_prev(nn, step, j));
+                let dr = d_rh[nn * h + j] * hp;
+                p.dgx[g + h + j] = dr * r * (one - r);
+                dh_prev[nn * h + j] += d_rh[nn * h + j] * r;
+            }
+        }
+        // a_z, a_r = … + h_{t-1} (U_z; U_r)ᵀ.
+        matmul(
+            &mut dh_prev,
+            0,
+            h,
+            View::rows(&*p.dgx, step * 3 * h, n, 2 * h, t * 3 * h),
+            View::rows(wh, 0, 2 * h, h, h),
+            true,
+        );
+        std::mem::swap(&mut dh, &mut dh_prev);
+    }
+    p.dh0.copy_from_slice(&dh);
 }
 
 /// The contiguous data of a CPU storage.

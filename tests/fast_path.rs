@@ -135,3 +135,68 @@ fn the_cpu_stepper_matches_the_model_step() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn a_batch_cut_into_blocks_gives_the_autograd_gradients() -> Result<()> {
+    use candle_core::Var;
+    use chargru::Gru;
+    // Large enough for the fast path to run blocks of batch rows side by side.
+    let (n, t, i, h) = (5, 9, 3, 730);
+    assert!(n * t * h >= chargru::cpu_gru::BLOCK_WORK);
+    let dev = Device::Cpu;
+    let wave = |len: usize, seed: usize| -> Vec<f64> {
+        (0..len)
+            .map(|k| (((k * 7919 + seed * 104_729) % 1000) as f64 / 1000.0 - 0.5) * 0.4)
+            .collect()
+    };
+    let weights = [
+        (
+            "weight_x",
+            Var::from_vec(wave(3 * h * i, 1), (3 * h, i), &dev)?,
+        ),
+        (
+            "weight_h",
+            Var::from_vec(wave(3 * h * h, 2), (3 * h, h), &dev)?,
+        ),
+        ("bias", Var::from_vec(wave(3 * h, 3), 3 * h, &dev)?),
+    ];
+    let xs = Var::from_vec(wave(n * t * i, 4), (n, t, i), &dev)?;
+    let h0 = Var::from_vec(wave(n * h, 5), (n, h), &dev)?;
+    let w_ys = Tensor::from_vec(wave(n * t * h, 6), (n, t, h), &dev)?;
+    let run = |autograd_only: bool| -> Result<Vec<Vec<f64>>> {
+        let tensors = weights
+            .iter()
+            .map(|(name, v)| (name.to_string(), v.as_tensor().clone()))
+            .collect();
+        let mut gru = Gru::new(
+            i,
+            h,
+            candle_nn::VarBuilder::from_tensors(tensors, DType::F64, &dev),
+        )?;
+        gru.set_autograd_only(autograd_only);
+        let (ys, last) = gru.forward(xs.as_tensor(), Some(h0.as_tensor()))?;
+        let loss = ((ys * &w_ys)?.sum_all()? + last.sqr()?.sum_all()?)?;
+        let grads = loss.backward()?;
+        let mut all = vec![vec![loss.to_scalar::<f64>()?]];
+        for var in weights.iter().map(|(_, v)| v).chain([&xs, &h0]) {
+            all.push(
+                grads
+                    .get(var)
+                    .expect("a gradient")
+                    .flatten_all()?
+                    .to_vec1::<f64>()?,
+            );
+        }
+        Ok(all)
+    };
+    let (fast, reference) = (run(false)?, run(true)?);
+    for (k, (a, b)) in fast.iter().zip(&reference).enumerate() {
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-10, "output {k} differs by {worst}");
+    }
+    Ok(())
+}
