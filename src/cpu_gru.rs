@@ -301,9 +301,11 @@ pub(crate) fn forward<T: Real>(xs: &[T], h0: &[T], w: &[T], s: Sizes) -> (Vec<T>
 fn forward_rows<T: Real>(p: ForwardRows<T>, wh: &[T], t: usize, h: usize) {
     let n = p.h0.len() / h;
     let zero = T::from_f64(0.0);
-    let mut gh_zr = vec![zero; n * 2 * h]; // [n, 2H]: h_{t-1} (U_z; U_r)ᵀ
+    // The per-step products are computed transposed, U · h_{t-1}ᵀ, so the weight matrix
+    // is the left operand: the product then reads it in place instead of repacking it.
+    let mut gh_zr = vec![zero; 2 * h * n]; // [2H, n]: (U_z; U_r) h_{t-1}ᵀ
     let mut rh = vec![zero; n * h]; // [n, H]: r_t ⊙ h_{t-1}
-    let mut gh_h = vec![zero; n * h]; // [n, H]: (r_t ⊙ h_{t-1}) U_hᵀ
+    let mut gh_h = vec![zero; h * n]; // [H, n]: U_h (r_t ⊙ h_{t-1})ᵀ
     let one = T::from_f64(1.0);
     for step in 0..t {
         let prev = if step == 0 {
@@ -314,9 +316,9 @@ fn forward_rows<T: Real>(p: ForwardRows<T>, wh: &[T], t: usize, h: usize) {
         matmul(
             &mut gh_zr,
             0,
-            2 * h,
-            prev,
-            View::rows(wh, 0, 2 * h, h, h).t(),
+            n,
+            View::rows(wh, 0, 2 * h, h, h),
+            prev.t(),
             false,
         );
         for nn in 0..n {
@@ -328,8 +330,8 @@ fn forward_rows<T: Real>(p: ForwardRows<T>, wh: &[T], t: usize, h: usize) {
                 } else {
                     p.ys[at - h + j]
                 };
-                let z = (p.gx[g + j] + gh_zr[nn * 2 * h + j]).sigmoid(); // z_t
-                let r = (p.gx[g + h + j] + gh_zr[nn * 2 * h + h + j]).sigmoid(); // r_t
+                let z = (p.gx[g + j] + gh_zr[j * n + nn]).sigmoid(); // z_t
+                let r = (p.gx[g + h + j] + gh_zr[(h + j) * n + nn]).sigmoid(); // r_t
                 p.z[at + j] = z;
                 p.r[at + j] = r;
                 rh[nn * h + j] = r * hp;
@@ -338,9 +340,9 @@ fn forward_rows<T: Real>(p: ForwardRows<T>, wh: &[T], t: usize, h: usize) {
         matmul(
             &mut gh_h,
             0,
-            h,
-            View::rows(&rh, 0, n, h, h),
-            View::rows(wh, 2 * h * h, h, h, h).t(),
+            n,
+            View::rows(wh, 2 * h * h, h, h, h),
+            View::rows(&rh, 0, n, h, h).t(),
             false,
         );
         for nn in 0..n {
@@ -352,7 +354,7 @@ fn forward_rows<T: Real>(p: ForwardRows<T>, wh: &[T], t: usize, h: usize) {
                 } else {
                     p.ys[at - h + j]
                 };
-                let h_cand = (p.gx[g + 2 * h + j] + gh_h[nn * h + j]).tanh_(); // h̃_t
+                let h_cand = (p.gx[g + 2 * h + j] + gh_h[j * n + nn]).tanh_(); // h̃_t
                 let z = p.z[at + j];
                 p.h_cand[at + j] = h_cand;
                 p.ys[at + j] = (one - z) * hp + z * h_cand; // h_t
@@ -475,9 +477,10 @@ fn backward_rows<T: Real>(p: BackwardRows<T>, wh: &[T], t: usize, h: usize) {
     let n = p.h0.len() / h;
     let zero = T::from_f64(0.0);
     let one = T::from_f64(1.0);
-    let mut dh = vec![zero; n * h]; // ∂loss/∂h_t flowing back from step t + 1
-    let mut dh_prev = vec![zero; n * h];
-    let mut d_rh = vec![zero; n * h];
+    // Transposed, [H, n], as in the forward pass: the weights are the left operand.
+    let mut dh = vec![zero; h * n]; // ∂loss/∂h_t flowing back from step t + 1
+    let mut dh_prev = vec![zero; h * n];
+    let mut d_rh = vec![zero; h * n];
     let h_prev = |nn: usize, step: usize, j: usize| {
         if step == 0 {
             p.h0[nn * h + j]
@@ -490,23 +493,24 @@ fn backward_rows<T: Real>(p: BackwardRows<T>, wh: &[T], t: usize, h: usize) {
             let at = (nn * t + step) * h;
             let g = (nn * t + step) * 3 * h;
             for j in 0..h {
-                let d = dh[nn * h + j] + p.dys[at + j];
+                let d = dh[j * n + nn] + p.dys[at + j];
                 let (z, h_cand, hp) = (p.z[at + j], p.h_cand[at + j], h_prev(nn, step, j));
                 // h_t = (1 − z) h_{t-1} + z h̃
                 let dz = d * (h_cand - hp);
                 let d_cand = d * z;
-                dh_prev[nn * h + j] = d * (one - z);
+                dh_prev[j * n + nn] = d * (one - z);
                 p.dgx[g + 2 * h + j] = d_cand * (one - h_cand * h_cand); // through tanh
                 p.dgx[g + j] = dz * z * (one - z); // through σ
             }
         }
-        // a_h = … + (r ⊙ h_{t-1}) U_hᵀ, so ∂(r ⊙ h_{t-1}) = ∂a_h U_h.
+        // a_h = … + (r ⊙ h_{t-1}) U_hᵀ, so ∂(r ⊙ h_{t-1})ᵀ = U_hᵀ ∂a_hᵀ.
+        let da_h = View::rows(&*p.dgx, step * 3 * h + 2 * h, n, h, t * 3 * h);
         matmul(
             &mut d_rh,
             0,
-            h,
-            View::rows(&*p.dgx, step * 3 * h + 2 * h, n, h, t * 3 * h),
-            View::rows(wh, 2 * h * h, h, h, h),
+            n,
+            View::rows(wh, 2 * h * h, h, h, h).t(),
+            da_h.t(),
             false,
         );
         for nn in 0..n {
@@ -514,23 +518,28 @@ fn backward_rows<T: Real>(p: BackwardRows<T>, wh: &[T], t: usize, h: usize) {
             let g = (nn * t + step) * 3 * h;
             for j in 0..h {
                 let (r, hp) = (p.r[at + j], h_prev(nn, step, j));
-                let dr = d_rh[nn * h + j] * hp;
+                let dr = d_rh[j * n + nn] * hp;
                 p.dgx[g + h + j] = dr * r * (one - r);
-                dh_prev[nn * h + j] += d_rh[nn * h + j] * r;
+                dh_prev[j * n + nn] += d_rh[j * n + nn] * r;
             }
         }
         // a_z, a_r = … + h_{t-1} (U_z; U_r)ᵀ.
+        let da_zr = View::rows(&*p.dgx, step * 3 * h, n, 2 * h, t * 3 * h);
         matmul(
             &mut dh_prev,
             0,
-            h,
-            View::rows(&*p.dgx, step * 3 * h, n, 2 * h, t * 3 * h),
-            View::rows(wh, 0, 2 * h, h, h),
+            n,
+            View::rows(wh, 0, 2 * h, h, h).t(),
+            da_zr.t(),
             true,
         );
         std::mem::swap(&mut dh, &mut dh_prev);
     }
-    p.dh0.copy_from_slice(&dh);
+    for nn in 0..n {
+        for j in 0..h {
+            p.dh0[nn * h + j] = dh[j * n + nn];
+        }
+    }
 }
 
 /// The contiguous data of a CPU storage.
