@@ -22,7 +22,7 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor, WithDType};
 use gemm::Parallelism;
 
 /// The sizes of one layer's sequence: N, T, I, H.
@@ -551,9 +551,6 @@ fn data<'a, T: Real>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [T]
 }
 
 /// The contiguous CPU data of a tensor, copied.
-fn tensor_data<T: Real>(tensor: &Tensor) -> Result<Vec<T>> {
-    tensor.flatten_all()?.to_vec1::<T>()
-}
 
 impl GruSequence {
     fn run_forward<T: Real>(
@@ -584,14 +581,22 @@ impl GruSequence {
         saved: &Saved<T>,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let s = self.sizes;
+        // Read the tensors in place: copying them would add a few N·T·H buffers to the
+        // peak memory of every backward pass.
+        let tensors = [xs, h0, w, ys, dys]
+            .into_iter()
+            .map(Tensor::contiguous)
+            .collect::<Result<Vec<_>>>()?;
+        let guards: Vec<_> = tensors.iter().map(Tensor::storage_and_layout).collect();
+        let mut slices: Vec<&[T]> = Vec::with_capacity(guards.len());
+        for (storage, layout) in &guards {
+            match &**storage {
+                Storage::Cpu(cpu) => slices.push(data::<T>(cpu, layout)?),
+                _ => candle_core::bail!("the fast GRU's backward needs CPU tensors"),
+            }
+        }
         let (dxs, dh0, dw) = backward(
-            &tensor_data::<T>(xs)?,
-            &tensor_data::<T>(h0)?,
-            &tensor_data::<T>(w)?,
-            &tensor_data::<T>(ys)?,
-            &tensor_data::<T>(dys)?,
-            saved,
-            s,
+            slices[0], slices[1], slices[2], slices[3], slices[4], saved, s,
         );
         let device = xs.device();
         Ok((
