@@ -550,8 +550,6 @@ fn data<'a, T: Real>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [T]
     Ok(&storage.as_slice::<T>()?[start..end])
 }
 
-/// The contiguous CPU data of a tensor, copied.
-
 impl GruSequence {
     fn run_forward<T: Real>(
         &self,
