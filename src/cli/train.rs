@@ -246,11 +246,11 @@ impl Reporter {
     fn with_bar(mut self, bar: bool) -> Self {
         if bar {
             let style = ProgressStyle::with_template(
-                "[{bar:30.cyan/blue}] {pos}/{len} steps · {msg} · ETA {eta}",
+                "[{bar:30.cyan/blue}] {pos}/{len} steps · {msg} · val {prefix} · ETA {eta}",
             )
             .expect("the template is valid")
             .progress_chars("=> ");
-            self.bar = Some(ProgressBar::hidden().with_style(style));
+            self.bar = Some(ProgressBar::hidden().with_style(style).with_prefix("–"));
         }
         self
     }
@@ -303,18 +303,18 @@ impl Reporter {
             } => {
                 let smoothed = self.smoothed_loss.map_or(loss, |s| 0.95 * s + 0.05 * loss);
                 self.smoothed_loss = Some(smoothed);
-                let val = self
-                    .last_val
-                    .map_or_else(|| "–".to_string(), |v| format!("{v:.4}"));
                 let status = format!(
-                    "epoch {epoch:.2} · train loss {smoothed:.4} · val {val} · {tokens_per_second:.0} chars/s · lr {lr:.2e}"
+                    "epoch {epoch:.2} · train loss {smoothed:.4} · {tokens_per_second:.0} chars/s · lr {lr:.2e}"
                 );
                 if let Some(bar) = &self.bar {
                     bar.set_position(step as u64);
                     bar.set_message(status);
                 } else if step % self.log_every == 0 || step == self.total_steps {
+                    let val = self
+                        .last_val
+                        .map_or_else(|| "–".to_string(), |v| format!("{v:.4}"));
                     self.line(&format!(
-                        "step {step:>6}/{} · {status} · grad norm {grad_norm:.3}",
+                        "step {step:>6}/{} · {status} · val {val} · grad norm {grad_norm:.3}",
                         self.total_steps
                     ));
                 }
@@ -326,6 +326,9 @@ impl Reporter {
                 seconds,
             } => {
                 self.last_val = Some(val_loss);
+                if let Some(bar) = &self.bar {
+                    bar.set_prefix(format!("{val_loss:.4}"));
+                }
                 self.line(&format!(
                     "step {step:>6}/{} · val loss {val_loss:.4}{} · measured in {seconds:.1}s",
                     self.total_steps,
