@@ -5,7 +5,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{assert_fails, chargru, snapshot, stdout, trained};
+use common::{assert_fails, assert_succeeds, chargru, snapshot, stdout, trained};
 
 #[test]
 fn train_generate_eval_info() {
@@ -26,11 +26,7 @@ fn train_generate_eval_info() {
         "cpu",
     ];
     let first = chargru(&generate);
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    assert_succeeds(&first);
     let text = stdout(&first);
     assert!(text.starts_with("ROMEO:"), "{text}");
     assert_eq!(
@@ -80,11 +76,7 @@ fn train_generate_eval_info() {
         text_file.to_str().unwrap(),
         "--json",
     ]);
-    assert!(
-        eval.status.success(),
-        "{}",
-        String::from_utf8_lossy(&eval.stderr)
-    );
+    assert_succeeds(&eval);
     let json: serde_json::Value = serde_json::from_str(&stdout(&eval)).unwrap();
     assert_eq!(json["chars"], 50);
     let loss = json["loss"].as_f64().unwrap();

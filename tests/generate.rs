@@ -5,7 +5,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{chargru, stdout, trained};
+use common::{assert_succeeds, chargru, stdout, trained};
 
 #[test]
 fn stop_text_ends_a_sample_right_after_it_appears() {
@@ -160,11 +160,7 @@ fn interactive_mode_continues_each_line_of_stdin() {
         .write_all(b"ROMEO:\nJULIET: here\n\nnever read\n")
         .unwrap();
     let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeds(&output);
     let one = |prompt: &str| {
         let mut args = vec!["generate", "--prompt", prompt];
         args.extend_from_slice(&greedy);
@@ -202,11 +198,7 @@ fn eval_of_the_validation_split_equals_eval_of_that_text() {
         val_file.to_str().unwrap(),
         "--json",
     ]);
-    assert!(
-        by_split.status.success(),
-        "{}",
-        String::from_utf8_lossy(&by_split.stderr)
-    );
+    assert_succeeds(&by_split);
     assert_eq!(stdout(&by_split), stdout(&by_text));
     let json: serde_json::Value = serde_json::from_str(&stdout(&by_split)).unwrap();
     assert_eq!(

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 
 use chargru::run::RunDir;
 use chargru::Checkpoint;
-use common::{assert_fails, chargru, stdout};
+use common::{assert_fails, assert_succeeds, chargru, stdout};
 use sha2::{Digest, Sha256};
 
 const TEXT: &str =
@@ -131,11 +131,7 @@ fn an_interrupted_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
                 .map(String::as_str)
                 .collect::<Vec<_>>(),
         );
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert_succeeds(&output);
 
         let parts = dir.path().join("parts");
         let mut child = spawn(&small(&corpus, &parts, "300", batching));
@@ -168,11 +164,7 @@ fn an_interrupted_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
             "--log-every",
             "100",
         ]);
-        assert!(
-            resume.status.success(),
-            "{}",
-            String::from_utf8_lossy(&resume.stderr)
-        );
+        assert_succeeds(&resume);
         assert!(stdout(&resume).contains(&format!("resuming at step {stopped_at}")));
 
         let (a, b) = (RunDir::new(&whole), RunDir::new(&parts));
@@ -230,11 +222,7 @@ fn a_time_budget_stops_cleanly_and_saves() {
     let run = dir.path().join("run");
     let args = with(small(&corpus, &run, "1000000", "random"), "--time", "2s");
     let output = chargru(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeds(&output);
     assert!(
         stdout(&output).contains("time is up at step"),
         "{}",
@@ -287,11 +275,7 @@ fn a_directory_corpus_is_read_in_sorted_order() {
     let run = dir.path().join("run");
     let args = small(&texts, &run, "10", "stateful");
     let output = chargru(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeds(&output);
     let expected = format!(
         "{}{}{}",
         TEXT.to_uppercase().repeat(20),

@@ -16,6 +16,15 @@ pub fn stdout(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
+/// Asserts that the command succeeded, showing its stderr if not.
+pub fn assert_succeeds(output: &Output) {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Asserts a failure reported as one line on stderr that contains every piece of `expected`.
 pub fn assert_fails(output: &Output, expected: &[&str]) {
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -83,11 +92,7 @@ pub fn trained() -> (tempfile::TempDir, PathBuf) {
         "cpu",
     ];
     let output = chargru(&args);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeds(&output);
     let log = stdout(&output);
     assert!(log.contains("val loss"), "{log}");
     assert!(log.contains("train loss"), "{log}");
