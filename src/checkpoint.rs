@@ -115,12 +115,9 @@ impl Checkpoint {
             let tensor = self.tensors.get(&name).ok_or_else(|| {
                 Error::Input(format!("cannot save: the model has no tensor {name}"))
             })?;
-            tensors.push((name, tensor.to_device(&Device::Cpu)?.to_dtype(DType::F32)?));
+            tensors.push((name, tensor));
         }
-        let bytes =
-            safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
-                .map_err(|e| Error::Input(format!("cannot encode {}: {e}", path.display())))?;
-        write_atomically(path, &bytes)
+        write_safetensors(path, tensors, metadata)
     }
 
     /// Reads and checks a checkpoint: every tensor SPEC names, with the right shape and a
@@ -285,6 +282,22 @@ fn to_json<T: Serialize>(value: &T) -> String {
 fn from_json<T: for<'de> Deserialize<'de>>(path: &Path, key: &str, json: &str) -> Result<T> {
     serde_json::from_str(json)
         .map_err(|e| Error::checkpoint(path, format!("its {key} metadata is malformed ({e})")))
+}
+
+/// Writes `tensors` (as F32) and `metadata` to `path` as one safetensors file, atomically.
+pub fn write_safetensors<'a>(
+    path: &Path,
+    tensors: impl IntoIterator<Item = (String, &'a Tensor)>,
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let tensors = tensors
+        .into_iter()
+        .map(|(name, t)| Ok((name, t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let bytes =
+        safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
+            .map_err(|e| Error::Input(format!("cannot encode {}: {e}", path.display())))?;
+    write_atomically(path, &bytes)
 }
 
 /// Writes `bytes` to `path` via a temporary file in the same directory, synced, then renamed.

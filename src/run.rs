@@ -19,7 +19,7 @@ use candle_core::{DType, Device, Tensor};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::write_atomically;
+use crate::checkpoint::{write_atomically, write_safetensors};
 use crate::plot::loss_curve_svg;
 use crate::schedule::Schedule;
 use crate::train::TrainConfig;
@@ -311,26 +311,26 @@ impl RunDir {
 
     /// Writes `resume.safetensors`.
     pub fn save_resume(&self, state: &ResumeState) -> Result<()> {
-        let cpu = |t: &Tensor| t.to_device(&Device::Cpu)?.to_dtype(DType::F32);
-        let mut tensors: Vec<(String, Tensor)> = Vec::new();
-        for (name, t) in &state.params {
-            tensors.push((format!("param/{name}"), cpu(t)?));
-        }
-        for (name, (m, v)) in &state.moments {
-            tensors.push((format!("adam_m/{name}"), cpu(m)?));
-            tensors.push((format!("adam_v/{name}"), cpu(v)?));
-        }
-        for (l, h) in state.hidden.iter().enumerate() {
-            tensors.push((format!("hidden/{l}"), cpu(h)?));
-        }
+        let params = state
+            .params
+            .iter()
+            .map(|(name, t)| (format!("param/{name}"), t));
+        let moments = state.moments.iter().flat_map(|(name, (m, v))| {
+            [(format!("adam_m/{name}"), m), (format!("adam_v/{name}"), v)]
+        });
+        let hidden = state
+            .hidden
+            .iter()
+            .enumerate()
+            .map(|(l, h)| (format!("hidden/{l}"), h));
         let record =
             serde_json::to_string(&state.record).expect("the resume record always serializes");
         let metadata = HashMap::from([(RESUME_KEY.to_string(), record)]);
-        let path = self.resume_state();
-        let bytes =
-            safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
-                .map_err(|e| Error::Input(format!("cannot encode {}: {e}", path.display())))?;
-        write_atomically(&path, &bytes)
+        write_safetensors(
+            &self.resume_state(),
+            params.chain(moments).chain(hidden),
+            metadata,
+        )
     }
 
     /// Reads `resume.safetensors`.
