@@ -477,7 +477,14 @@ fn backward_rows<T: Real>(p: BackwardRows<T>, wh: &[T], t: usize, h: usize) {
     let n = p.h0.len() / h;
     let zero = T::from_f64(0.0);
     let one = T::from_f64(1.0);
-    // Transposed, [H, n], as in the forward pass: the weights are the left operand.
+    // Transposed, [H, n], as in the forward pass: the weights are the left operand, and
+    // a row-major copy of Uᵀ [H, 3H] lets the products read it in place every step.
+    let mut u_t = vec![zero; h * 3 * h];
+    for (k, row) in wh.chunks_exact(h).enumerate() {
+        for (j, &u) in row.iter().enumerate() {
+            u_t[j * 3 * h + k] = u;
+        }
+    }
     let mut dh = vec![zero; h * n]; // ∂loss/∂h_t flowing back from step t + 1
     let mut dh_prev = vec![zero; h * n];
     let mut d_rh = vec![zero; h * n];
@@ -509,7 +516,7 @@ fn backward_rows<T: Real>(p: BackwardRows<T>, wh: &[T], t: usize, h: usize) {
             &mut d_rh,
             0,
             n,
-            View::rows(wh, 2 * h * h, h, h, h).t(),
+            View::rows(&u_t, 2 * h, h, h, 3 * h),
             da_h.t(),
             false,
         );
@@ -529,7 +536,7 @@ fn backward_rows<T: Real>(p: BackwardRows<T>, wh: &[T], t: usize, h: usize) {
             &mut dh_prev,
             0,
             n,
-            View::rows(wh, 0, 2 * h, h, h).t(),
+            View::rows(&u_t, 0, h, 2 * h, 3 * h),
             da_zr.t(),
             true,
         );
