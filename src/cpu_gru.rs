@@ -12,10 +12,12 @@
 //! The op takes the input `[N, T, I]`, the initial state `[N, H]` and the layer's weights
 //! packed into one vector (`weight_x`, `weight_h`, `bias`, each flattened), and returns
 //! every step's state `[N, T, H]`. Its forward computes the input half of all gates with
-//! one matrix product, then per step one product for `z` and `r`, one for the candidate,
-//! and one fused pass over the gates; it keeps `z`, `r` and `h̃` for the backward. The
+//! one matrix product, then per step one product for `z` and `r` followed by one fused
+//! pass computing both gates, and one product for the candidate followed by one fused
+//! pass computing `h̃_t` and `h_t`; it keeps `z`, `r` and `h̃` for the backward. The
 //! backward walks time in reverse with two products per step, then forms each weight
-//! gradient with one large product over all steps.
+//! gradient with one large product over all steps. The batch is cut into blocks of rows
+//! whose time loops run side by side on their own threads.
 //!
 //! Buffers are row-major with rows in (n, t) order, as the input is, so each per-step
 //! slice is a strided matrix the products read in place.
