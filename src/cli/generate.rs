@@ -254,6 +254,7 @@ impl Generator<'_> {
                     "the prompt's {unknown} is not in the model's vocabulary; remove it, or pass --unknown skip to drop such characters"
                 );
             }
+            return self.tokenizer.encode(prompt);
         }
         let mut kept = String::with_capacity(prompt.len());
         let mut skipped = Vec::new();
