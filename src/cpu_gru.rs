@@ -247,6 +247,23 @@ fn blocks_mut<T>(data: &mut [T], per_row: usize, rows: usize) -> std::slice::Chu
     data.chunks_mut(rows * per_row)
 }
 
+/// h_{t-1} of row `nn`, unit `j`, at `step`: the initial state `h0` `[n, H]` at step 0,
+/// else the previous step's output in `ys` `[n, T, H]`.
+fn h_prev<T: Copy>(
+    h0: &[T],
+    ys: &[T],
+    (t, h): (usize, usize),
+    nn: usize,
+    step: usize,
+    j: usize,
+) -> T {
+    if step == 0 {
+        h0[nn * h + j]
+    } else {
+        ys[(nn * t + step - 1) * h + j]
+    }
+}
+
 /// One block of batch rows of the forward pass.
 struct ForwardRows<'a, T> {
     gx: &'a [T],         // [n, T, 3H]
@@ -327,11 +344,7 @@ fn forward_rows<T: Real>(p: ForwardRows<T>, wh: &[T], t: usize, h: usize) {
             let g = (nn * t + step) * 3 * h;
             let at = (nn * t + step) * h;
             for j in 0..h {
-                let hp = if step == 0 {
-                    p.h0[nn * h + j]
-                } else {
-                    p.ys[at - h + j]
-                };
+                let hp = h_prev(p.h0, &*p.ys, (t, h), nn, step, j);
                 let z = (p.gx[g + j] + gh_zr[j * n + nn]).sigmoid(); // z_t
                 let r = (p.gx[g + h + j] + gh_zr[(h + j) * n + nn]).sigmoid(); // r_t
                 p.z[at + j] = z;
@@ -351,11 +364,7 @@ fn forward_rows<T: Real>(p: ForwardRows<T>, wh: &[T], t: usize, h: usize) {
             let g = (nn * t + step) * 3 * h;
             let at = (nn * t + step) * h;
             for j in 0..h {
-                let hp = if step == 0 {
-                    p.h0[nn * h + j]
-                } else {
-                    p.ys[at - h + j]
-                };
+                let hp = h_prev(p.h0, &*p.ys, (t, h), nn, step, j);
                 let h_cand = (p.gx[g + 2 * h + j] + gh_h[j * n + nn]).tanh_(); // h̃_t
                 let z = p.z[at + j];
                 p.h_cand[at + j] = h_cand;
@@ -490,20 +499,17 @@ fn backward_rows<T: Real>(p: BackwardRows<T>, wh: &[T], t: usize, h: usize) {
     let mut dh = vec![zero; h * n]; // ∂loss/∂h_t flowing back from step t + 1
     let mut dh_prev = vec![zero; h * n];
     let mut d_rh = vec![zero; h * n];
-    let h_prev = |nn: usize, step: usize, j: usize| {
-        if step == 0 {
-            p.h0[nn * h + j]
-        } else {
-            p.ys[(nn * t + step - 1) * h + j]
-        }
-    };
     for step in (0..t).rev() {
         for nn in 0..n {
             let at = (nn * t + step) * h;
             let g = (nn * t + step) * 3 * h;
             for j in 0..h {
                 let d = dh[j * n + nn] + p.dys[at + j];
-                let (z, h_cand, hp) = (p.z[at + j], p.h_cand[at + j], h_prev(nn, step, j));
+                let (z, h_cand, hp) = (
+                    p.z[at + j],
+                    p.h_cand[at + j],
+                    h_prev(p.h0, p.ys, (t, h), nn, step, j),
+                );
                 // h_t = (1 − z) h_{t-1} + z h̃
                 let dz = d * (h_cand - hp);
                 let d_cand = d * z;
@@ -526,7 +532,7 @@ fn backward_rows<T: Real>(p: BackwardRows<T>, wh: &[T], t: usize, h: usize) {
             let at = (nn * t + step) * h;
             let g = (nn * t + step) * 3 * h;
             for j in 0..h {
-                let (r, hp) = (p.r[at + j], h_prev(nn, step, j));
+                let (r, hp) = (p.r[at + j], h_prev(p.h0, p.ys, (t, h), nn, step, j));
                 let dr = d_rh[j * n + nn] * hp;
                 p.dgx[g + h + j] = dr * r * (one - r);
                 dh_prev[j * n + nn] += d_rh[j * n + nn] * r;
