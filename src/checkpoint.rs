@@ -27,6 +27,30 @@ const KEY_CONFIG: &str = "chargru.config";
 const KEY_TOKENIZER: &str = "chargru.tokenizer";
 const KEY_TRAINING: &str = "chargru.training";
 
+/// The float type a checkpoint stores its weights in; they are f32 again once loaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageDtype {
+    /// 4 bytes a weight, exact.
+    #[default]
+    F32,
+    /// 2 bytes a weight, 11 significant bits.
+    F16,
+    /// 2 bytes a weight, 8 significant bits and f32's range.
+    Bf16,
+}
+
+impl StorageDtype {
+    /// The candle dtype the tensors are written as.
+    pub fn dtype(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::F16 => DType::F16,
+            Self::Bf16 => DType::BF16,
+        }
+    }
+}
+
 /// How a model was trained, as `chargru.training` records it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainingRecord {
@@ -105,6 +129,11 @@ impl Checkpoint {
     /// Writes the checkpoint to `path` through a temporary file and a rename, so `path`
     /// holds either its old contents or the complete new file, whatever happens midway.
     pub fn save(&self, path: &Path) -> Result<()> {
+        self.save_as(path, StorageDtype::F32)
+    }
+
+    /// [`Checkpoint::save`] with the weights stored as `storage`.
+    pub fn save_as(&self, path: &Path, storage: StorageDtype) -> Result<()> {
         let mut metadata = HashMap::new();
         metadata.insert(KEY_FORMAT.to_string(), FORMAT.to_string());
         metadata.insert(KEY_CONFIG.to_string(), to_json(&self.config));
@@ -117,7 +146,7 @@ impl Checkpoint {
             })?;
             tensors.push((name, tensor));
         }
-        write_safetensors(path, tensors, metadata)
+        write_safetensors(path, tensors, metadata, storage.dtype())
     }
 
     /// Reads and checks a checkpoint: every tensor SPEC names, with the right shape and a
@@ -289,10 +318,11 @@ pub fn write_safetensors<'a>(
     path: &Path,
     tensors: impl IntoIterator<Item = (String, &'a Tensor)>,
     metadata: HashMap<String, String>,
+    dtype: DType,
 ) -> Result<()> {
     let tensors = tensors
         .into_iter()
-        .map(|(name, t)| Ok((name, t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?)))
+        .map(|(name, t)| Ok((name, t.to_device(&Device::Cpu)?.to_dtype(dtype)?)))
         .collect::<Result<Vec<_>>>()?;
     let bytes =
         safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))

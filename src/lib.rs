@@ -17,6 +17,7 @@ pub mod model;
 pub mod optim;
 pub mod params;
 pub mod plot;
+pub mod preset;
 pub mod run;
 pub mod sample;
 pub mod schedule;

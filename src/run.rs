@@ -330,6 +330,7 @@ impl RunDir {
             &self.resume_state(),
             params.chain(moments).chain(hidden),
             metadata,
+            DType::F32,
         )
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{Checkpoint, TrainingRecord};
+use crate::checkpoint::{Checkpoint, StorageDtype, TrainingRecord};
 use crate::data::{Batcher, Batching, Corpus};
 use crate::eval::streams_loss;
 use crate::model::{cross_entropy, CharGru, Dropout, ModelConfig, State, DTYPE};
@@ -70,6 +70,9 @@ pub struct TrainConfig {
     pub val_streams: usize,
     /// Fixes the initial weights, the batches and the dropout masks.
     pub seed: u64,
+    /// The float type `best` and `latest` store their weights in (the resume state keeps f32).
+    #[serde(default)]
+    pub dtype: StorageDtype,
 }
 
 impl Default for TrainConfig {
@@ -98,12 +101,13 @@ impl Default for TrainConfig {
             eval_every: 250,
             val_streams: 64,
             seed: 1337,
+            dtype: StorageDtype::F32,
         }
     }
 }
 
 impl TrainConfig {
-    /// The learning-rate schedule of a run of `total_steps` steps.
+    /// The learning-rate schedule of a run of `total_steps` steps within the `--time` budget.
     pub fn schedule_for(&self, total_steps: usize) -> Schedule {
         Schedule {
             kind: self.schedule,
@@ -111,6 +115,7 @@ impl TrainConfig {
             floor: self.min_lr.unwrap_or(self.lr / 10.0),
             warmup_steps: self.warmup.unwrap_or((total_steps / 10).min(100)),
             decay_steps: total_steps,
+            decay_seconds: self.time.map(|budget| budget.as_secs_f64()),
         }
     }
 }
@@ -322,7 +327,9 @@ pub fn train(
             ));
         }
         last_good_loss = Some(loss);
-        let lr = record.schedule.lr(step);
+        let lr = record
+            .schedule
+            .lr(step, elapsed_before + session.elapsed().as_secs_f64());
         optimizer.step(&grads, lr, clip_scale(norm, config.grad_clip))?;
         if stateful {
             hidden = last_state.iter().map(Tensor::detach).collect();
@@ -392,11 +399,11 @@ pub fn train(
                 .map(|(name, var)| (name, var.as_tensor().clone()))
                 .collect(),
         };
-        checkpoint.save(&run.latest())?;
+        checkpoint.save_as(&run.latest(), config.dtype)?;
         let best = val_loss.is_some_and(|v| record.best_val_loss.is_none_or(|b| v < b));
         if best {
             record.best_val_loss = val_loss;
-            checkpoint.save(&run.best())?;
+            checkpoint.save_as(&run.best(), config.dtype)?;
         }
         let train_loss = checkpoint.training.train_loss;
         if evaluate {

@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use chargru::preset::Preset;
 use chargru::run::RunDir;
 use chargru::Checkpoint;
 use common::{assert_fails, assert_succeeds, chargru, stdout};
@@ -237,6 +238,12 @@ fn a_time_budget_stops_cleanly_and_saves() {
         latest.training.val_loss.is_some(),
         "the last save measures the validation loss"
     );
+    let last = RunDir::new(&run).read_metrics().unwrap().pop().unwrap();
+    assert!(
+        last.lr < 2.5e-4,
+        "the cosine follows the clock and ends near the floor of 2e-4 when the time is up, not at {}",
+        last.lr
+    );
 }
 
 #[test]
@@ -393,4 +400,48 @@ fn killing_training_at_any_moment_leaves_loadable_checkpoints() {
         run.latest().exists(),
         "no checkpoint was written in any round"
     );
+}
+
+#[test]
+fn a_preset_fills_in_what_the_flags_leave_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = corpus(dir.path());
+    let run = dir.path().join("run");
+    let args = with(
+        small(&corpus, &run, "3", "stateful"),
+        "--preset",
+        "shakespeare",
+    );
+    let output = chargru(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_succeeds(&output);
+
+    let given = chargru::TrainConfig {
+        corpus: corpus.clone(),
+        out: run.clone(),
+        steps: 3,
+        hidden: 24,
+        embed: 8,
+        layers: 2,
+        seq_len: 16,
+        batch: 4,
+        eval_every: 50,
+        dropout: 0.1,
+        ..Preset::Shakespeare.config()
+    };
+    let recorded = RunDir::new(&run).read_config().unwrap();
+    assert_eq!(
+        recorded, given,
+        "flags given win, the preset supplies the rest"
+    );
+    assert!(recorded.time.is_some(), "the default has no time budget");
+
+    let bytes = fs::read(RunDir::new(&run).best()).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert!(
+        file.tensors()
+            .iter()
+            .all(|(_, view)| view.dtype() == safetensors::Dtype::F16),
+        "the preset stores its checkpoints as f16"
+    );
+    Checkpoint::load(&RunDir::new(&run).best()).unwrap();
 }

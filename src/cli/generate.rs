@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 
-use super::{non_negative, top_p};
+use super::{checkpoint_path, non_negative, top_p};
 use crate::checkpoint::Checkpoint;
 use crate::device::{select, DeviceChoice};
 use crate::model::CharGru;
@@ -22,9 +22,9 @@ pub const MAX_SAMPLES: usize = 1024;
 #[derive(Args, Debug)]
 #[command(allow_negative_numbers = true)]
 pub(super) struct GenerateArgs {
-    /// Checkpoint written by `chargru train`.
+    /// Checkpoint written by `chargru train` [default: the shipped checkpoints/shakespeare/best.safetensors].
     #[arg(long)]
-    checkpoint: PathBuf,
+    checkpoint: Option<PathBuf>,
     /// Text to start from; it is echoed, then continued. Empty: sample from the zero state.
     #[arg(long, default_value = "")]
     prompt: String,
@@ -84,7 +84,7 @@ fn length(text: &str) -> std::result::Result<usize, String> {
 
 pub(super) fn run(args: GenerateArgs) -> Result<()> {
     let device = select(args.device)?;
-    let checkpoint = Checkpoint::load(&args.checkpoint)?;
+    let checkpoint = Checkpoint::load(&checkpoint_path(&args.checkpoint)?)?;
     let model = checkpoint.model(&device)?;
     let seed = args.seed.unwrap_or_else(rand::random);
     let sampling = SamplingConfig {

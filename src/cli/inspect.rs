@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
+use super::checkpoint_path;
 use crate::checkpoint::Checkpoint;
 use crate::data::{read_text, validation_text, TextReader};
 use crate::device::{select, DeviceChoice};
@@ -14,9 +15,9 @@ use crate::{input_error, Error, Result};
 
 #[derive(Args, Debug)]
 pub(super) struct EvalArgs {
-    /// Checkpoint written by `chargru train`.
+    /// Checkpoint written by `chargru train` [default: the shipped checkpoints/shakespeare/best.safetensors].
     #[arg(long)]
-    checkpoint: PathBuf,
+    checkpoint: Option<PathBuf>,
     /// UTF-8 text file, read as one sequence from the zero state (any size: it is streamed).
     #[arg(long, required_unless_present = "split", conflicts_with = "split")]
     text: Option<PathBuf>,
@@ -43,7 +44,7 @@ enum Split {
 
 pub(super) fn run_eval(args: EvalArgs) -> Result<()> {
     let device = select(args.device)?;
-    let checkpoint = Checkpoint::load(&args.checkpoint)?;
+    let checkpoint = Checkpoint::load(&checkpoint_path(&args.checkpoint)?)?;
     let model = checkpoint.model(&device)?;
     let tokenizer = &checkpoint.tokenizer;
     let mut scorer = SequenceScorer::new(&model)?;
@@ -98,16 +99,17 @@ pub(super) fn run_eval(args: EvalArgs) -> Result<()> {
 
 #[derive(Args, Debug)]
 pub(super) struct InfoArgs {
-    /// Checkpoint written by `chargru train`.
+    /// Checkpoint written by `chargru train` [default: the shipped checkpoints/shakespeare/best.safetensors].
     #[arg(long)]
-    checkpoint: PathBuf,
+    checkpoint: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }
 
 pub(super) fn run_info(args: InfoArgs) -> Result<()> {
-    let checkpoint = Checkpoint::load(&args.checkpoint)?;
+    let path = checkpoint_path(&args.checkpoint)?;
+    let checkpoint = Checkpoint::load(&path)?;
     let config = &checkpoint.config;
     let tensors: Vec<(String, Vec<usize>, usize)> = config
         .tensor_shapes()
@@ -136,7 +138,7 @@ pub(super) fn run_info(args: InfoArgs) -> Result<()> {
         );
         return Ok(());
     }
-    println!("checkpoint: {}", args.checkpoint.display());
+    println!("checkpoint: {}", path.display());
     println!(
         "model:      embedding {}, {} GRU layer(s) of {} units, vocabulary {}, dropout {}",
         config.embed_dim, config.num_layers, config.hidden_size, config.vocab_size, config.dropout

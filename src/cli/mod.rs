@@ -4,12 +4,14 @@ mod generate;
 mod inspect;
 mod train;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::Result;
+use crate::preset::SHIPPED_CHECKPOINT;
+use crate::{input_error, Result};
 use generate::GenerateArgs;
 use inspect::{EvalArgs, InfoArgs};
 use train::TrainArgs;
@@ -54,6 +56,21 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The `--checkpoint` given, or the shipped model when the flag is absent.
+fn checkpoint_path(given: &Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.clone());
+    }
+    let shipped = PathBuf::from(SHIPPED_CHECKPOINT);
+    if !shipped.is_file() {
+        input_error!(
+            "no --checkpoint given and no shipped model at {SHIPPED_CHECKPOINT} under {}; run from chargru's project root, train it with `chargru train --preset shakespeare`, or pass --checkpoint PATH",
+            std::env::current_dir().map_or_else(|_| ".".into(), |d| d.display().to_string())
+        );
+    }
+    Ok(shipped)
 }
 
 /// clap's message without its usage block: the error line and any tip, joined.

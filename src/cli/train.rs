@@ -4,15 +4,17 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{non_negative, parse_duration, positive, probability};
+use crate::checkpoint::StorageDtype;
 use crate::data::Batching;
 use crate::device::{select, DeviceChoice};
+use crate::preset::Preset;
 use crate::run::RunDir;
 use crate::schedule::ScheduleKind;
 use crate::train::{train, Progress, Stopped, TrainConfig, TrainSummary};
@@ -21,6 +23,9 @@ use crate::{input_error, Result};
 #[derive(Args, Debug)]
 #[command(allow_negative_numbers = true)]
 pub(super) struct TrainArgs {
+    /// Start from a named recipe (its model, schedule, time budget and --out); flags given beside it override it.
+    #[arg(long, value_enum, conflicts_with = "resume")]
+    preset: Option<Preset>,
     /// UTF-8 text file, or a directory of them (read in sorted order), to learn from; the last 10% is validation.
     #[arg(long, default_value = "corpus/tinyshakespeare.txt")]
     corpus: PathBuf,
@@ -90,6 +95,9 @@ pub(super) struct TrainArgs {
     /// Seed for the initial weights, the batches and dropout: equal seeds give equal runs.
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
+    /// The float type best.safetensors and latest.safetensors store their weights in.
+    #[arg(long, value_enum, default_value_t = TrainConfig::default().dtype)]
+    dtype: StorageDtype,
     /// Print nothing while training.
     #[arg(long)]
     quiet: bool,
@@ -99,40 +107,52 @@ pub(super) struct TrainArgs {
 }
 
 impl TrainArgs {
-    fn config(&self) -> TrainConfig {
-        TrainConfig {
-            corpus: self.corpus.clone(),
-            out: self.out.clone(),
-            resume: false,
-            overwrite: self.overwrite,
-            steps: self.steps,
-            epochs: self.epochs,
-            time: self.time,
-            embed: self.embed,
-            hidden: self.hidden,
-            layers: self.layers,
-            seq_len: self.seq_len,
-            batch: self.batch,
-            batching: self.batching,
-            lr: self.lr,
-            min_lr: self.min_lr,
-            warmup: self.warmup,
-            schedule: self.schedule,
-            weight_decay: self.weight_decay,
-            dropout: self.dropout,
-            grad_clip: self.grad_clip,
-            eval_every: self.eval_every,
-            val_streams: TrainConfig::default().val_streams,
-            seed: self.seed,
+    /// The preset's configuration (or the defaults) with every flag given on the command line applied.
+    fn config(&self, given: impl Fn(&str) -> bool) -> TrainConfig {
+        let base = self
+            .preset
+            .map_or_else(TrainConfig::default, Preset::config);
+        macro_rules! flag_or_base {
+            ($($field:ident),*) => {
+                TrainConfig {
+                    $($field: if given(stringify!($field)) { self.$field.clone() } else { base.$field.clone() },)*
+                    resume: false,
+                    overwrite: self.overwrite,
+                    time: self.time.or(base.time),
+                    val_streams: base.val_streams,
+                }
+            };
         }
+        flag_or_base!(
+            corpus,
+            out,
+            steps,
+            epochs,
+            embed,
+            hidden,
+            layers,
+            seq_len,
+            batch,
+            batching,
+            lr,
+            min_lr,
+            warmup,
+            schedule,
+            weight_decay,
+            dropout,
+            grad_clip,
+            eval_every,
+            seed,
+            dtype
+        )
     }
 }
 
 pub(super) fn run(args: TrainArgs, matches: &ArgMatches) -> Result<()> {
     let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
     let config = match &args.resume {
-        None => args.config(),
-        Some(path) => resumed_config(path, &args.config(), given)?,
+        None => args.config(given),
+        Some(path) => resumed_config(path, &args.config(given), given)?,
     };
     let device = select(args.device)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -191,6 +211,7 @@ fn resumed_config(
         ("dropout", g.dropout != config.dropout),
         ("grad_clip", g.grad_clip != config.grad_clip),
         ("seed", g.seed != config.seed),
+        ("dtype", g.dtype != config.dtype),
     ];
     if let Some((id, _)) = fixed.iter().find(|(id, differs)| *differs && given(id)) {
         input_error!(
@@ -223,6 +244,7 @@ struct Reporter {
     total_steps: usize,
     smoothed_loss: Option<f64>,
     last_val: Option<f64>,
+    started: Instant,
     corpus: String,
     config: TrainConfig,
 }
@@ -237,6 +259,7 @@ impl Reporter {
             total_steps: 0,
             smoothed_loss: None,
             last_val: None,
+            started: Instant::now(),
             corpus: config.corpus.display().to_string(),
             config: config.clone(),
         }
@@ -245,11 +268,14 @@ impl Reporter {
 
     fn with_bar(mut self, bar: bool) -> Self {
         if bar {
-            let style = ProgressStyle::with_template(
-                "[{bar:30.cyan/blue}] {pos}/{len} steps · {msg} · val {prefix} · ETA {eta}",
-            )
-            .expect("the template is valid")
-            .progress_chars("=> ");
+            // A run with a time budget fills its bar with seconds: its step count is only a bound.
+            let template = match self.config.time {
+                Some(_) => "[{bar:30.cyan/blue}] step {msg} · val {prefix} · {eta} left",
+                None => "[{bar:30.cyan/blue}] {pos}/{len} steps · {msg} · val {prefix} · ETA {eta}",
+            };
+            let style = ProgressStyle::with_template(template)
+                .expect("the template is valid")
+                .progress_chars("=> ");
             self.bar = Some(ProgressBar::hidden().with_style(style).with_prefix("–"));
         }
         self
@@ -282,12 +308,17 @@ impl Reporter {
                 } else {
                     String::new()
                 };
+                let budget = match c.time {
+                    Some(time) => format!("up to {total_steps} steps in {}", minutes(time)),
+                    None => format!("{total_steps} steps"),
+                };
                 self.line(&format!(
-                    "corpus {}: {chars} characters, {vocab_size} distinct; {train_chars} for training, {val_chars} for validation\nmodel: embedding {}, {} GRU layer(s) of {}, {parameters} parameters; {resuming}{total_steps} steps of {}×{} characters ({steps_per_epoch} per epoch, {} batching); run directory {}",
+                    "corpus {}: {chars} characters, {vocab_size} distinct; {train_chars} for training, {val_chars} for validation\nmodel: embedding {}, {} GRU layer(s) of {}, {parameters} parameters; {resuming}{budget} of {}×{} characters ({steps_per_epoch} per epoch, {} batching); run directory {}",
                     self.corpus, c.embed, c.layers, c.hidden, c.batch, c.seq_len, format!("{:?}", c.batching).to_lowercase(), c.out.display()
                 ));
+                self.started = Instant::now();
                 if let Some(bar) = &self.bar {
-                    bar.set_length(total_steps as u64);
+                    bar.set_length(c.time.map_or(total_steps as u64, |time| time.as_secs()));
                     bar.set_position(start_step as u64);
                     bar.reset_eta();
                     bar.set_draw_target(indicatif::ProgressDrawTarget::stdout());
@@ -307,15 +338,23 @@ impl Reporter {
                     "epoch {epoch:.2} · train loss {smoothed:.4} · {tokens_per_second:.0} chars/s · lr {lr:.2e}"
                 );
                 if let Some(bar) = &self.bar {
-                    bar.set_position(step as u64);
-                    bar.set_message(status);
+                    match self.config.time {
+                        Some(_) => {
+                            bar.set_position(self.started.elapsed().as_secs());
+                            bar.set_message(format!("{step} · {status}"));
+                        }
+                        None => {
+                            bar.set_position(step as u64);
+                            bar.set_message(status);
+                        }
+                    }
                 } else if step % self.log_every == 0 || step == self.total_steps {
                     let val = self
                         .last_val
                         .map_or_else(|| "–".to_string(), |v| format!("{v:.4}"));
                     self.line(&format!(
-                        "step {step:>6}/{} · {status} · val {val} · grad norm {grad_norm:.3}",
-                        self.total_steps
+                        "{} · {status} · val {val} · grad norm {grad_norm:.3}",
+                        self.at(step)
                     ));
                 }
             }
@@ -330,11 +369,22 @@ impl Reporter {
                     bar.set_prefix(format!("{val_loss:.4}"));
                 }
                 self.line(&format!(
-                    "step {step:>6}/{} · val loss {val_loss:.4}{} · measured in {seconds:.1}s",
-                    self.total_steps,
+                    "{} · val loss {val_loss:.4}{} · measured in {seconds:.1}s",
+                    self.at(step),
                     if best { " (best so far, saved)" } else { "" }
                 ));
             }
+        }
+    }
+
+    /// Where the run is: the step of the total, or with a time budget, the time left.
+    fn at(&self, step: usize) -> String {
+        match self.config.time {
+            Some(time) => format!(
+                "step {step:>6} · {} left",
+                minutes(time.saturating_sub(self.started.elapsed()))
+            ),
+            None => format!("step {step:>6}/{}", self.total_steps),
         }
     }
 
@@ -370,6 +420,12 @@ fn print_summary(summary: &TrainSummary, quiet: bool) {
     say(&format!(
         "try: cargo run --release -- generate --checkpoint {dir}/best.safetensors --prompt \"ROMEO:\""
     ));
+}
+
+/// A duration as minutes and seconds, like `14m05s`.
+fn minutes(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    format!("{}m{:02}s", seconds / 60, seconds % 60)
 }
 
 /// Prints a line of the log; a closed stdout (`chargru train | head`) must not stop training.
