@@ -49,7 +49,7 @@ impl Preset {
                 layers: 3,
                 lr: 2e-3,
                 dropout: 0.3,
-                eval_every: 500,
+                weight_decay: 0.1,
                 dtype: StorageDtype::F16,
                 ..timed
             },
