@@ -248,6 +248,17 @@ pub fn train(
     };
     let start_step = record.step;
     let elapsed_before = record.elapsed_seconds;
+    // A resumed run whose cosine follows a clock keeps to that clock unless --time is given.
+    let time_budget = match (config.time, record.schedule.decay_seconds) {
+        (Some(time), _) => Some(time),
+        (None, Some(horizon)) if horizon <= elapsed_before => input_error!(
+            "the run in {} has used its whole time budget ({:.0} s); give --time to train it on at its final learning rate",
+            config.out.display(),
+            horizon
+        ),
+        (None, Some(horizon)) => Some(Duration::from_secs_f64(horizon - elapsed_before)),
+        (None, None) => None,
+    };
 
     let params = match &resumed {
         Some(state) => ParamStore::from_tensors(state.params.clone())?,
@@ -350,10 +361,7 @@ pub fn train(
             tokens_per_second: ((step - start_step) * n * t) as f64 / training_seconds,
         });
 
-        if config
-            .time
-            .is_some_and(|budget| session.elapsed() >= budget)
-        {
+        if time_budget.is_some_and(|budget| session.elapsed() >= budget) {
             stopped = Stopped::OutOfTime;
         } else if stop.load(Ordering::SeqCst) {
             stopped = Stopped::Interrupted;

@@ -83,7 +83,10 @@ fn the_recorded_validation_loss_is_what_the_model_scores() {
     let ids = checkpoint.tokenizer.encode(&slice).unwrap();
     let first_stream = streams_loss(&model, &ids, 1).unwrap().mean();
     let eval = sequence_loss(&model, &ids).unwrap().mean();
-    assert!((eval - first_stream).abs() < 1e-5, "{eval} vs {first_stream}");
+    assert!(
+        (eval - first_stream).abs() < 1e-5,
+        "{eval} vs {first_stream}"
+    );
 }
 
 /// The streams the trainer cuts the validation text into (`TrainConfig::val_streams`).

@@ -244,6 +244,15 @@ fn a_time_budget_stops_cleanly_and_saves() {
         "the cosine follows the clock and ends near the floor of 2e-4 when the time is up, not at {}",
         last.lr
     );
+    let resume = ["train", "--resume", run.to_str().unwrap()];
+    let before = common::snapshot(&run);
+    assert_fails(&chargru(&resume), &["used its whole time budget", "--time"]);
+    assert_eq!(
+        common::snapshot(&run),
+        before,
+        "a refused resume changes nothing"
+    );
+    assert_succeeds(&chargru(&[&resume[..], &["--time", "1s"]].concat()));
 }
 
 #[test]

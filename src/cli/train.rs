@@ -408,7 +408,7 @@ fn print_summary(summary: &TrainSummary, quiet: bool) {
         }
         _ if quiet => return,
         Stopped::OutOfTime => say(&format!(
-            "time is up at step {}; checkpoints saved in {dir}; continue with: {resume} --steps N",
+            "time is up at step {}; checkpoints saved in {dir}; continue with: {resume} --time DURATION",
             summary.step
         )),
         Stopped::Finished => say(&format!("done: {} steps", summary.step)),
