@@ -141,6 +141,8 @@ pub enum Progress {
         total_steps: usize,
         /// Steps per pass over the training text.
         steps_per_epoch: usize,
+        /// This session's time budget: `--time`, or what a resumed run's clock has left.
+        time_budget: Option<Duration>,
     },
     /// One optimizer step was taken.
     Step {
@@ -299,6 +301,7 @@ pub fn train(
         start_step,
         total_steps,
         steps_per_epoch: batcher.steps_per_epoch(),
+        time_budget,
     });
 
     let session = Instant::now();

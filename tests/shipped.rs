@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use chargru::data::{read_text, validation_text, Corpus};
+use chargru::data::Corpus;
 use chargru::eval::{sequence_loss, streams_loss};
 use chargru::preset::{Preset, SHIPPED_CHECKPOINT};
 use chargru::Checkpoint;
@@ -67,30 +67,25 @@ fn the_recorded_validation_loss_is_what_the_model_scores() {
     let model = checkpoint.model(&candle_core::Device::Cpu).unwrap();
     let corpus = Corpus::load(Path::new(CORPUS)).unwrap();
     // The trainer's measure, recomputed from the f16 file: the validation text read as
-    // VAL_STREAMS streams side by side. The record was taken on the f32 weights, so the
+    // the preset's `val_streams` streams side by side. The record was taken on the f32 weights, so the
     // two agree to f16 storage's effect (SPEC's `eval` moved by 2e-6 when it was shipped).
-    let measured = streams_loss(&model, corpus.val(), VAL_STREAMS)
-        .unwrap()
-        .mean();
+    let streams = Preset::Shakespeare.config().val_streams;
+    let measured = streams_loss(&model, corpus.val(), streams).unwrap().mean();
     assert!(
         (measured - recorded).abs() < 1e-3,
         "the validation text scores {measured:.5}, the record says {recorded:.5}"
     );
     // Each stream is SPEC's `eval` of its part of the text (one sequence from the zero
     // state): on a slice, one stream and `eval` give the same loss.
-    let text = read_text(Path::new(CORPUS), "corpus").unwrap();
-    let slice: String = validation_text(&text).chars().take(SLICE).collect();
-    let ids = checkpoint.tokenizer.encode(&slice).unwrap();
-    let first_stream = streams_loss(&model, &ids, 1).unwrap().mean();
-    let eval = sequence_loss(&model, &ids).unwrap().mean();
+    let slice = &corpus.val()[..SLICE];
+    let first_stream = streams_loss(&model, slice, 1).unwrap().mean();
+    let eval = sequence_loss(&model, slice).unwrap().mean();
     assert!(
         (eval - first_stream).abs() < 1e-5,
         "{eval} vs {first_stream}"
     );
 }
 
-/// The streams the trainer cuts the validation text into (`TrainConfig::val_streams`).
-const VAL_STREAMS: usize = 64;
 /// Characters of the validation text scored both ways.
 const SLICE: usize = 2_000;
 

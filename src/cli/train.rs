@@ -118,7 +118,6 @@ impl TrainArgs {
                     $($field: if given(stringify!($field)) { self.$field.clone() } else { base.$field.clone() },)*
                     resume: false,
                     overwrite: self.overwrite,
-                    time: self.time.or(base.time),
                     val_streams: base.val_streams,
                 }
             };
@@ -128,6 +127,7 @@ impl TrainArgs {
             out,
             steps,
             epochs,
+            time,
             embed,
             hidden,
             layers,
@@ -244,6 +244,7 @@ struct Reporter {
     total_steps: usize,
     smoothed_loss: Option<f64>,
     last_val: Option<f64>,
+    time_budget: Option<Duration>,
     started: Instant,
     corpus: String,
     config: TrainConfig,
@@ -259,6 +260,7 @@ impl Reporter {
             total_steps: 0,
             smoothed_loss: None,
             last_val: None,
+            time_budget: None,
             started: Instant::now(),
             corpus: config.corpus.display().to_string(),
             config: config.clone(),
@@ -268,17 +270,21 @@ impl Reporter {
 
     fn with_bar(mut self, bar: bool) -> Self {
         if bar {
-            // A run with a time budget fills its bar with seconds: its step count is only a bound.
-            let template = match self.config.time {
-                Some(_) => "[{bar:30.cyan/blue}] step {msg} · val {prefix} · {eta} left",
-                None => "[{bar:30.cyan/blue}] {pos}/{len} steps · {msg} · val {prefix} · ETA {eta}",
-            };
-            let style = ProgressStyle::with_template(template)
-                .expect("the template is valid")
-                .progress_chars("=> ");
-            self.bar = Some(ProgressBar::hidden().with_style(style).with_prefix("–"));
+            self.bar = Some(ProgressBar::hidden().with_prefix("–"));
         }
         self
+    }
+
+    /// The bar's look: a run with a time budget fills it with seconds, since its step
+    /// count is only a bound.
+    fn bar_style(&self) -> ProgressStyle {
+        let template = match self.time_budget {
+            Some(_) => "[{bar:30.cyan/blue}] step {msg} · val {prefix} · {eta} left",
+            None => "[{bar:30.cyan/blue}] {pos}/{len} steps · {msg} · val {prefix} · ETA {eta}",
+        };
+        ProgressStyle::with_template(template)
+            .expect("the template is valid")
+            .progress_chars("=> ")
     }
 
     fn line(&self, text: &str) {
@@ -300,15 +306,17 @@ impl Reporter {
                 start_step,
                 total_steps,
                 steps_per_epoch,
+                time_budget,
             } => {
                 self.total_steps = total_steps;
+                self.time_budget = time_budget;
                 let c = &self.config;
                 let resuming = if start_step > 0 {
                     format!("resuming at step {start_step}; ")
                 } else {
                     String::new()
                 };
-                let budget = match c.time {
+                let budget = match time_budget {
                     Some(time) => format!("up to {total_steps} steps in {}", minutes(time)),
                     None => format!("{total_steps} steps"),
                 };
@@ -318,8 +326,17 @@ impl Reporter {
                 ));
                 self.started = Instant::now();
                 if let Some(bar) = &self.bar {
-                    bar.set_length(c.time.map_or(total_steps as u64, |time| time.as_secs()));
-                    bar.set_position(start_step as u64);
+                    bar.set_style(self.bar_style());
+                    match time_budget {
+                        Some(time) => {
+                            bar.set_length(time.as_secs());
+                            bar.set_position(0);
+                        }
+                        None => {
+                            bar.set_length(total_steps as u64);
+                            bar.set_position(start_step as u64);
+                        }
+                    }
                     bar.reset_eta();
                     bar.set_draw_target(indicatif::ProgressDrawTarget::stdout());
                 }
@@ -338,7 +355,7 @@ impl Reporter {
                     "epoch {epoch:.2} · train loss {smoothed:.4} · {tokens_per_second:.0} chars/s · lr {lr:.2e}"
                 );
                 if let Some(bar) = &self.bar {
-                    match self.config.time {
+                    match self.time_budget {
                         Some(_) => {
                             bar.set_position(self.started.elapsed().as_secs());
                             bar.set_message(format!("{step} · {status}"));
@@ -379,7 +396,7 @@ impl Reporter {
 
     /// Where the run is: the step of the total, or with a time budget, the time left.
     fn at(&self, step: usize) -> String {
-        match self.config.time {
+        match self.time_budget {
             Some(time) => format!(
                 "step {step:>6} · {} left",
                 minutes(time.saturating_sub(self.started.elapsed()))
